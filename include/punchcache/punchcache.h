@@ -1,0 +1,156 @@
+/* punchcache: the store API used by every front-end (nbdkit plugin,
+ * standalone server, admin tool, tests).
+ *
+ * A pool is one file or block device holding many thin volumes.  All
+ * functions return 0 (or a non-negative count) on success and -errno on
+ * failure; on failure a sentence naming the problem is available from
+ * pc_last_error() in the calling thread.  Front-ends turn that into
+ * nbdkit_error() or an NBD error reply; the library never prints.
+ *
+ * Thread safety: every function on an open pool or volume may be called
+ * from any number of threads at once, except pc_pool_close(), which must
+ * be the last call.
+ */
+#ifndef PUNCHCACHE_PUNCHCACHE_H
+#define PUNCHCACHE_PUNCHCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pc_pool;
+struct pc_volume;
+
+/* ---- errors ---- */
+/* The message of the last failure in this thread ("" if none). */
+const char *pc_last_error (void);
+/* For library code: record a message (printf-style) and return -err. */
+int pc_error (int err, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* ---- sizes ---- */
+/* Parse "512", "64K", "1M", "10G", "1T", "2P", "1E" (also "KiB", "k", etc.,
+ * powers of 1024).  Returns the size or -EINVAL/-ERANGE. */
+int64_t pc_parse_size (const char *str);
+
+/* ---- pools ---- */
+struct pc_pool_options {
+  bool readonly;
+  /* Debug switches (never for production): */
+  bool unsafe_no_invalidate_lock; /* punches skip the invalidate lock */
+  unsigned race_delay_us;         /* sleep between map lookup and pool I/O */
+  unsigned commit_interval_ms;    /* 0 = default (1000) */
+};
+
+/* Create a new pool at path: a regular file of `capacity` data bytes
+ * (rounded down to whole blocks; the file is sparse), or, if path is an
+ * existing block device, the whole device (capacity 0 = all of it).
+ * Refuses to overwrite a non-empty existing file (-EEXIST).  Creates no
+ * volumes.  block_size 0 = default (64 KiB). */
+int pc_pool_create (const char *path, uint64_t capacity, uint32_t block_size);
+
+/* Open an existing pool: takes an exclusive advisory lock (-EBUSY with a
+ * clear message if another process holds it), validates the superblock,
+ * replays the journal, loads the metadata, and reclaims blocks left
+ * unreachable by an interrupted volume removal or shrink. */
+int pc_pool_open (const char *path, const struct pc_pool_options *opts,
+                  struct pc_pool **out);
+
+/* Start the background committer (commits every commit_interval_ms).  Call
+ * after fork() if the process daemonises.  0 or -errno. */
+int pc_pool_start (struct pc_pool *pool);
+
+/* Commit everything and close.  Returns the result of the final commit. */
+int pc_pool_close (struct pc_pool *pool);
+
+/* Make every write completed before this call durable (data and metadata),
+ * on every volume.  Concurrent callers share commits. */
+int pc_pool_flush (struct pc_pool *pool);
+
+struct pc_pool_info {
+  uint32_t block_size;
+  uint64_t nblocks;          /* data blocks in the pool */
+  uint64_t capacity;         /* nblocks * block_size */
+  uint64_t used_blocks;      /* mapped + waiting to be freed */
+  uint64_t free_blocks;
+  uint64_t total_bytes;      /* bytes of file/device the pool spans */
+  uint64_t journal_pages;
+  uint64_t meta_pages;
+  uint64_t commits;          /* commits since open */
+  uint64_t metadata_ram;     /* bytes of RAM used by maps */
+  unsigned nvolumes;
+  uint8_t uuid[16];
+};
+int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
+
+/* ---- volumes ---- */
+struct pc_volume_info {
+  char name[48];
+  uint64_t size;             /* virtual size in bytes */
+  uint64_t allocated_blocks; /* blocks mapped */
+  unsigned slot;
+};
+
+/* Calls fn for every volume, in slot order; stops at fn's first non-zero
+ * return and returns it. */
+int pc_volume_foreach (struct pc_pool *pool,
+                       int (*fn) (void *opaque,
+                                  const struct pc_volume_info *info),
+                       void *opaque);
+
+/* Create a volume (committed before return).  -EEXIST, -EINVAL (bad name
+ * or size), -ENOSPC (volume table full), -EROFS. */
+int pc_volume_add (struct pc_pool *pool, const char *name, uint64_t size);
+/* Remove a volume and free its blocks (committed before return).  -ENOENT,
+ * -EBUSY if it is open. */
+int pc_volume_remove (struct pc_pool *pool, const char *name);
+/* Change a volume's size; shrinking frees blocks past the end.  -EBUSY if
+ * it is open. */
+int pc_volume_resize (struct pc_pool *pool, const char *name, uint64_t size);
+
+/* Open a volume for I/O by name.  -ENOENT with a message listing nothing
+ * secret.  A volume may be opened many times (one per connection). */
+int pc_volume_open (struct pc_pool *pool, const char *name,
+                    struct pc_volume **out);
+void pc_volume_close (struct pc_volume *vol);
+uint64_t pc_volume_size (const struct pc_volume *vol);
+uint32_t pc_volume_block_size (const struct pc_volume *vol);
+int pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info);
+
+/* ---- I/O (offsets and counts in bytes, any alignment) ---- */
+#define PC_FUA       1u   /* durable before returning */
+#define PC_NO_HOLE   2u   /* zero: keep the range allocated */
+
+/* -EINVAL for out-of-range requests (with a message). */
+int pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset);
+int pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
+              uint64_t offset, unsigned flags);
+/* Punch: reads return zeros afterwards; whole blocks are freed, partial
+ * blocks at the edges zeroed in place. */
+int pc_trim (struct pc_volume *vol, uint64_t count, uint64_t offset,
+             unsigned flags);
+/* Without PC_NO_HOLE the same as pc_trim; with it, the range stays (or
+ * becomes) allocated and reads zeros. */
+int pc_zero (struct pc_volume *vol, uint64_t count, uint64_t offset,
+             unsigned flags);
+/* Read-ahead hint (NBD_CMD_CACHE).  Validates the range. */
+int pc_prefetch (struct pc_volume *vol, uint64_t count, uint64_t offset);
+
+/* Extents: calls fn(opaque, offset, length, is_hole) for consecutive runs
+ * covering [offset, offset+count) (the last may extend to the block end).
+ * is_hole runs read as zeros.  Holds the invalidate lock shared. */
+int pc_extents (struct pc_volume *vol, uint64_t count, uint64_t offset,
+                int (*fn) (void *opaque, uint64_t offset, uint64_t length,
+                           bool is_hole),
+                void *opaque);
+
+/* ---- offline check ---- */
+/* Open pool read-only without replaying into it (replay is applied in
+ * memory only), check every structure, call report(opaque, message) for
+ * each problem found.  Returns the number of problems (0 = clean), or
+ * -errno if the pool cannot be read at all. */
+int pc_pool_check (const char *path,
+                   void (*report) (void *opaque, const char *msg),
+                   void *opaque);
+
+#endif

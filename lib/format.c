@@ -1,0 +1,364 @@
+/* punchcache: on-disk format -- layout, superblock, metadata pages.
+ *
+ * What: pure encode/decode/validate functions for the structures described
+ * byte by byte in include/punchcache/format.h (and docs/design.md).  No
+ * I/O, no locks, so every decoder is fuzzed (fuzz/fuzz-pool.c).
+ *
+ * Why fixed layout: every offset is a function of (nblocks, block_size)
+ * alone (pc_layout_for_nblocks), so the superblock's layout fields are
+ * redundant on purpose: a decoder recomputes them and rejects any
+ * difference, which catches corruption the checksum cannot (a well-formed
+ * superblock from another pool or program) and bounds every later access.
+ *
+ * Layout rule:
+ *   meta_pages    = PC_VOLTABLE_PAGES + ceil(nblocks / PC_RMAP_PER_PAGE)
+ *   journal_pages = clamp(2 * (min(meta_pages, PC_TXN_MAX_PAGES) + 2),
+ *                         PC_JOURNAL_MIN_PAGES, PC_JOURNAL_MAX_PAGES)
+ *   meta_offset   = 2 pages; journal follows the metadata area;
+ *   data_offset   = journal end rounded up to max(block_size, 1 MiB)
+ *   total_bytes   = data_offset + nblocks * block_size
+ *
+ * Invariants:
+ *  F1 Decoders never read outside the page they are given and never trust
+ *     a field before range-checking it.
+ *  F2 A decoded superblock's layout equals pc_layout_for_nblocks() of its
+ *     nblocks and block size, and total_bytes cannot overflow.
+ *  F3 Metadata page checksums are seeded with the page number, so a page
+ *     written at the wrong place fails its check.
+ *  F4 An all-zero metadata page or volume entry is valid and empty.
+ *
+ * Locks: none.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "punchcache/crc32c.h"
+#include "punchcache/format.h"
+
+#define MIB (UINT64_C (1) << 20)
+#define SB_CRC_OFF 12
+#define SB_USED_BYTES 120
+#define VOL_ENTRY_SIZE 64
+#define META_HDR 8
+
+static int bad (char *why, size_t len, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+static int
+bad (char *why, size_t len, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (why && len) {
+    va_start (ap, fmt);
+    vsnprintf (why, len, fmt, ap);
+    va_end (ap);
+  }
+  return -EUCLEAN;
+}
+
+static bool
+valid_block_size (uint64_t bs)
+{
+  return bs >= PC_MIN_BLOCK_SIZE && bs <= PC_MAX_BLOCK_SIZE &&
+    (bs & (bs - 1)) == 0;
+}
+
+/* ---- layout ---- */
+
+uint64_t
+pc_meta_pages_for (uint64_t nblocks)
+{
+  return PC_VOLTABLE_PAGES + (nblocks + PC_RMAP_PER_PAGE - 1) / PC_RMAP_PER_PAGE;
+}
+
+uint32_t
+pc_journal_pages_for (uint64_t meta_pages)
+{
+  uint64_t t = meta_pages < PC_TXN_MAX_PAGES ? meta_pages : PC_TXN_MAX_PAGES;
+  uint64_t j = 2 * (t + 2);
+
+  if (j < PC_JOURNAL_MIN_PAGES) j = PC_JOURNAL_MIN_PAGES;
+  if (j > PC_JOURNAL_MAX_PAGES) j = PC_JOURNAL_MAX_PAGES;
+  return (uint32_t) j;
+}
+
+int
+pc_layout_for_nblocks (uint64_t nblocks, uint32_t block_size,
+                       struct pc_superblock *sb)
+{
+  uint64_t align, jend;
+
+  if (nblocks == 0 || nblocks > (UINT64_C (1) << 48) ||
+      !valid_block_size (block_size) ||
+      nblocks > (UINT64_MAX / 2) / block_size)        /* F2: no overflow */
+    return -EINVAL;
+  sb->block_size = block_size;
+  sb->nblocks = nblocks;
+  sb->meta_offset = 2 * PC_PAGE_SIZE;
+  sb->meta_pages = pc_meta_pages_for (nblocks);
+  sb->journal_pages = pc_journal_pages_for (sb->meta_pages);
+  sb->journal_offset = sb->meta_offset + sb->meta_pages * PC_PAGE_SIZE;
+  align = block_size > MIB ? block_size : MIB;
+  jend = sb->journal_offset + (uint64_t) sb->journal_pages * PC_PAGE_SIZE;
+  sb->data_offset = (jend + align - 1) / align * align;
+  sb->total_bytes = sb->data_offset + nblocks * block_size;
+  return 0;
+}
+
+int
+pc_layout_for_device (uint64_t device_bytes, uint32_t block_size,
+                      struct pc_superblock *sb)
+{
+  uint64_t n;
+
+  if (!valid_block_size (block_size))
+    return -EINVAL;
+  n = device_bytes / block_size;
+  if (n > (UINT64_C (1) << 48)) n = UINT64_C (1) << 48;
+  while (n > 0) {
+    uint64_t over;
+    if (pc_layout_for_nblocks (n, block_size, sb) < 0)
+      return -EINVAL;
+    if (sb->total_bytes <= device_bytes)
+      return 0;
+    over = (sb->total_bytes - device_bytes + block_size - 1) / block_size;
+    n = n > over ? n - over : 0;
+  }
+  return -ENOSPC;
+}
+
+/* ---- superblock ---- */
+
+void
+pc_sb_encode (const struct pc_superblock *sb, void *page)
+{
+  uint8_t *p = page;
+
+  memset (p, 0, PC_PAGE_SIZE);
+  memcpy (p, PC_SB_MAGIC, 8);
+  pc_put_le32 (p + 8, PC_FORMAT_VERSION);
+  pc_put_le64 (p + 16, sb->generation);
+  pc_put_le32 (p + 24, sb->block_size);
+  pc_put_le32 (p + 28, sb->journal_pages);
+  pc_put_le64 (p + 32, sb->nblocks);
+  pc_put_le64 (p + 40, sb->meta_offset);
+  pc_put_le64 (p + 48, sb->meta_pages);
+  pc_put_le64 (p + 56, sb->journal_offset);
+  pc_put_le64 (p + 64, sb->data_offset);
+  pc_put_le64 (p + 72, sb->total_bytes);
+  pc_put_le64 (p + 80, sb->journal_tail);
+  pc_put_le64 (p + 88, sb->journal_seq);
+  memcpy (p + 96, sb->uuid, 16);
+  pc_put_le64 (p + 112, sb->created);
+  pc_put_le32 (p + SB_CRC_OFF, pc_crc32c (0, p, PC_PAGE_SIZE));
+}
+
+static uint32_t
+sb_crc (const uint8_t *p)
+{
+  static const uint8_t zero4[4];
+  uint32_t c = pc_crc32c (0, p, SB_CRC_OFF);
+
+  c = pc_crc32c (c, zero4, 4);
+  return pc_crc32c (c, p + SB_CRC_OFF + 4, PC_PAGE_SIZE - SB_CRC_OFF - 4);
+}
+
+static void
+sb_read_fields (const uint8_t *p, struct pc_superblock *sb)
+{
+  sb->version = pc_get_le32 (p + 8);
+  sb->generation = pc_get_le64 (p + 16);
+  sb->block_size = pc_get_le32 (p + 24);
+  sb->journal_pages = pc_get_le32 (p + 28);
+  sb->nblocks = pc_get_le64 (p + 32);
+  sb->meta_offset = pc_get_le64 (p + 40);
+  sb->meta_pages = pc_get_le64 (p + 48);
+  sb->journal_offset = pc_get_le64 (p + 56);
+  sb->data_offset = pc_get_le64 (p + 64);
+  sb->total_bytes = pc_get_le64 (p + 72);
+  sb->journal_tail = pc_get_le64 (p + 80);
+  sb->journal_seq = pc_get_le64 (p + 88);
+  memcpy (sb->uuid, p + 96, 16);
+  sb->created = pc_get_le64 (p + 112);
+}
+
+#define LAYOUT_FIELD(f) \
+  if (sb->f != l.f) \
+    return bad (why, whylen, "superblock field " #f " is %" PRIu64 \
+                " but the layout of %" PRIu64 " blocks needs %" PRIu64, \
+                (uint64_t) sb->f, sb->nblocks, (uint64_t) l.f)
+
+static int
+sb_check_layout (const struct pc_superblock *sb, char *why, size_t whylen)
+{
+  struct pc_superblock l;
+
+  if (!valid_block_size (sb->block_size))
+    return bad (why, whylen, "block size %" PRIu32 " is not a power of two "
+                "from 4096 to 1048576", sb->block_size);
+  if (pc_layout_for_nblocks (sb->nblocks, sb->block_size, &l) < 0)
+    return bad (why, whylen, "block count %" PRIu64 " is out of range",
+                sb->nblocks);
+  LAYOUT_FIELD (meta_offset);
+  LAYOUT_FIELD (meta_pages);
+  LAYOUT_FIELD (journal_pages);
+  LAYOUT_FIELD (journal_offset);
+  LAYOUT_FIELD (data_offset);
+  LAYOUT_FIELD (total_bytes);
+  if (sb->journal_tail >= sb->journal_pages)
+    return bad (why, whylen, "journal tail %" PRIu64 " is past the journal "
+                "(%" PRIu32 " pages)", sb->journal_tail, sb->journal_pages);
+  return 0;
+}
+
+int
+pc_sb_decode (const void *page, struct pc_superblock *sb,
+              char *why, size_t whylen)
+{
+  const uint8_t *p = page;
+  uint32_t version = pc_get_le32 (p + 8);
+  size_t i;
+
+  if (memcmp (p, PC_SB_MAGIC, 8) != 0)
+    return bad (why, whylen, "bad magic (not a punchcache pool)");
+  if (version > PC_FORMAT_VERSION)
+    return bad (why, whylen, "pool format version %" PRIu32 " is newer than "
+                "this program supports (%u)", version, PC_FORMAT_VERSION);
+  if (pc_get_le32 (p + SB_CRC_OFF) != sb_crc (p))
+    return bad (why, whylen, "checksum mismatch");
+  if (version != PC_FORMAT_VERSION)
+    return bad (why, whylen, "unknown format version %" PRIu32, version);
+  for (i = SB_USED_BYTES; i < PC_PAGE_SIZE; i++)
+    if (p[i] != 0)
+      return bad (why, whylen, "reserved byte %zu is not zero", i);
+  sb_read_fields (p, sb);
+  return sb_check_layout (sb, why, whylen);
+}
+
+/* ---- metadata pages ---- */
+
+static uint32_t
+meta_crc (const uint8_t *page, uint32_t page_no)
+{
+  uint8_t seed[4];
+
+  pc_put_le32 (seed, page_no);                   /* F3 */
+  return pc_crc32c (pc_crc32c (0, seed, 4), page + 4, PC_PAGE_SIZE - 4);
+}
+
+void
+pc_meta_page_seal (void *page, uint32_t page_no)
+{
+  uint8_t *p = page;
+
+  pc_put_le32 (p + 4, page_no);
+  pc_put_le32 (p, meta_crc (p, page_no));
+}
+
+static bool
+all_zero (const uint8_t *p, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (p[i]) return false;
+  return true;
+}
+
+int
+pc_meta_page_check (const void *page, uint32_t page_no,
+                    char *why, size_t whylen)
+{
+  const uint8_t *p = page;
+
+  if (all_zero (p, PC_PAGE_SIZE))                /* F4 */
+    return 0;
+  if (pc_get_le32 (p + 4) != page_no)
+    return bad (why, whylen, "it carries page number %" PRIu32,
+                pc_get_le32 (p + 4));
+  if (pc_get_le32 (p) != meta_crc (p, page_no))
+    return bad (why, whylen, "checksum mismatch");
+  return 0;
+}
+
+/* ---- volume table ---- */
+
+int
+pc_vol_name_valid (const char *name)
+{
+  size_t i, len = strnlen (name, PC_VOL_NAME_MAX + 1);
+
+  if (len == 0 || len > PC_VOL_NAME_MAX || name[0] == '.' || name[0] == '-')
+    return 0;
+  for (i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || strchr ("._+@-", c)))
+      return 0;
+  }
+  return 1;
+}
+
+void
+pc_vol_entry_encode (const struct pc_volume_entry *e, void *page, unsigned idx)
+{
+  uint8_t *p = (uint8_t *) page + META_HDR + (size_t) idx * VOL_ENTRY_SIZE;
+
+  memset (p, 0, VOL_ENTRY_SIZE);
+  if (!(e->flags & PC_VOL_IN_USE))
+    return;
+  memcpy (p, e->name, strnlen (e->name, PC_VOL_NAME_MAX));
+  pc_put_le64 (p + 48, e->size);
+  pc_put_le32 (p + 56, e->flags);
+}
+
+int
+pc_vol_entry_decode (const void *page, unsigned idx,
+                     struct pc_volume_entry *e, char *why, size_t whylen)
+{
+  const uint8_t *p;
+
+  memset (e, 0, sizeof *e);
+  if (idx >= PC_VOLS_PER_PAGE)
+    return bad (why, whylen, "entry index %u out of range", idx);
+  p = (const uint8_t *) page + META_HDR + (size_t) idx * VOL_ENTRY_SIZE;
+  if (all_zero (p, VOL_ENTRY_SIZE))              /* F4: unused */
+    return 0;
+  e->flags = pc_get_le32 (p + 56);
+  e->size = pc_get_le64 (p + 48);
+  if (e->flags != PC_VOL_IN_USE)
+    return bad (why, whylen, "unknown flags 0x%" PRIx32, e->flags);
+  if (pc_get_le32 (p + 60) != 0)
+    return bad (why, whylen, "reserved field is not zero");
+  if (memchr (p, 0, PC_VOL_NAME_MAX + 1) == NULL)
+    return bad (why, whylen, "name is not NUL-terminated");
+  memcpy (e->name, p, PC_VOL_NAME_MAX + 1);
+  if (!pc_vol_name_valid (e->name) ||
+      !all_zero (p + strlen (e->name), PC_VOL_NAME_MAX + 1 - strlen (e->name)))
+    return bad (why, whylen, "invalid volume name");
+  if (e->size == 0 || e->size % 512 || e->size > PC_MAX_VOLUME_BYTES)
+    return bad (why, whylen, "volume '%s' has invalid size %" PRIu64,
+                e->name, e->size);
+  return 0;
+}
+
+/* ---- reverse map ---- */
+
+uint64_t
+pc_rmap_get (const void *page, unsigned idx)
+{
+  return pc_get_le64 ((const uint8_t *) page + META_HDR + (size_t) idx * 8);
+}
+
+void
+pc_rmap_put (void *page, unsigned idx, uint64_t entry)
+{
+  pc_put_le64 ((uint8_t *) page + META_HDR + (size_t) idx * 8, entry);
+}

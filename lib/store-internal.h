@@ -1,0 +1,109 @@
+/* punchcache: the store's private structures, shared by lib/store.c (pool
+ * life cycle, metadata, commits), lib/volume.c (the data path) and
+ * lib/check.c (offline check).  Front-ends never include this.
+ *
+ * Lock order (lib/LOCKING has the full tree):
+ *   vol_mutex -> invalidate rangelock -> allocation rangelock
+ *             -> commit_mutex -> meta_mutex -> allocator mutex
+ * No mutex is held across pool I/O except commit_mutex, which exists to
+ * serialise the commit I/O itself.
+ */
+#ifndef PUNCHCACHE_STORE_INTERNAL_H
+#define PUNCHCACHE_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "punchcache/alloc.h"
+#include "punchcache/blockmap.h"
+#include "punchcache/format.h"
+#include "punchcache/io.h"
+#include "punchcache/punchcache.h"
+#include "punchcache/rangelock.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the in-RAM reverse map is stored in on-disk (little-endian) order"
+#endif
+
+/* One volume slot.  name/size/in_use/open_count are protected by
+ * pool->vol_mutex; while open_count > 0 they do not change, so the data
+ * path reads them without the mutex.  map, inval and alloc_lock exist iff
+ * in_use. */
+struct pc_vol_state {
+  bool in_use;
+  char name[PC_VOL_NAME_MAX + 1];
+  uint64_t size;                /* bytes */
+  uint64_t nblocks;             /* ceil (size / block_size) */
+  unsigned open_count;
+  struct pc_blockmap *map;      /* lblock -> pblock; lock-free lookups */
+  struct pc_rangelock *inval;   /* the invalidate lock (SPEC §2) */
+  struct pc_rangelock *alloc_lock; /* per-block allocation exclusion (I5) */
+};
+
+struct pc_volume {
+  struct pc_pool *pool;
+  unsigned slot;
+};
+
+struct pc_pool {
+  char *path;
+  struct pc_io io;
+  struct pc_superblock sb;      /* layout; tail/seq/generation under commit_mutex */
+  struct pc_pool_options opts;
+  uint32_t block_size;
+  unsigned block_shift;
+  bool readonly;
+
+  pthread_mutex_t vol_mutex;    /* volume table changes, open counts */
+  struct pc_vol_state vols[PC_MAX_VOLUMES];
+
+  struct pc_alloc *alloc;
+
+  /* meta_mutex protects: pages[] (pointers and contents), the dirty set,
+   * epoch.  Held for short memory operations only. */
+  pthread_mutex_t meta_mutex;
+  uint8_t **pages;              /* meta_pages entries, NULL = all-zero page */
+  uint32_t *dirty;              /* dirty page numbers, ndirty of them */
+  uint64_t ndirty;
+  uint8_t *dirty_bits;          /* one bit per metadata page */
+  uint64_t epoch;               /* the commit that will carry current frees */
+
+  /* commit_mutex serialises commits and protects the journal head, the
+   * superblock's tail/seq/generation and the committer thread state. */
+  pthread_mutex_t commit_mutex;
+  uint64_t journal_head;        /* next free journal page */
+  uint64_t next_seq;            /* sequence number of the next transaction */
+  uint64_t commits_started;     /* atomic reads allowed */
+  uint64_t commits_done;        /* generation of the last completed commit */
+  uint64_t ncommits;            /* commits that wrote a transaction */
+  int broken;                   /* sticky -errno after a failed commit */
+  bool data_dirty;              /* atomic: data written since last sync */
+  uint32_t txn_max;             /* pages per transaction */
+
+  pthread_t committer;
+  bool committer_running;
+  bool committer_stop;          /* under commit_cond_mutex */
+  pthread_mutex_t commit_cond_mutex;
+  pthread_cond_t commit_cond;
+};
+
+/* store.c */
+int pc_store_commit (struct pc_pool *pool);
+int pc_store_set_owner (struct pc_pool *pool, uint64_t pblock, uint64_t entry);
+int pc_store_free_block (struct pc_pool *pool, uint64_t pblock);
+uint64_t pc_store_ndirty (struct pc_pool *pool);
+/* Load a pool (shared by open and check).  report != NULL: check mode,
+ * keep going and report every problem; returns the problem count. */
+int pc_store_load (struct pc_pool *pool, const char *path, bool readonly,
+                   void (*report) (void *opaque, const char *msg),
+                   void *opaque);
+void pc_store_free (struct pc_pool *pool);
+
+static inline uint64_t
+pc_data_offset (const struct pc_pool *pool, uint64_t pblock)
+{
+  return pool->sb.data_offset + (pblock << pool->block_shift);
+}
+
+#endif

@@ -1,0 +1,433 @@
+/* nbdkit-punchcache-plugin: thin volumes from a punchcache pool.
+ *
+ * A thin adapter: each callback checks its flags and hands off to the store
+ * API (include/punchcache/punchcache.h), turning -errno plus
+ * pc_last_error() into nbdkit_error/nbdkit_set_error.  No storage logic
+ * lives here.
+ *
+ * Life cycle: .config collects parameters, .get_ready creates/opens the
+ * pool (before nbdkit forks, so errors reach the user's terminal),
+ * .after_fork starts the background committer (threads do not survive
+ * fork), .cleanup commits and closes.  Each connection opens its volume by
+ * export name.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "punchcache/format.h"
+#include "punchcache/punchcache.h"
+
+/* Debug switches, set with nbdkit -D punchcache.NAME=VALUE.  Never for
+ * production: they exist so the race tests can show they catch the bugs. */
+NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_no_invalidate_lock = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_race_delay_us = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_commit_interval_ms = 0;
+
+#define DEFAULT_VOLUME "default"
+#define MAX_VOLUME_PARAMS 64
+
+static const char *pool_path;
+static int64_t create_size = -1;
+static int64_t cache_size = 256 * 1024 * 1024;
+static int64_t block_size = 0;
+static struct { char *name; int64_t size; } volume_params[MAX_VOLUME_PARAMS];
+static unsigned nvolume_params;
+
+static struct pc_pool *pool;
+
+static int
+fail (int r)
+{
+  nbdkit_error ("%s", pc_last_error ());
+  nbdkit_set_error (-r);
+  return -1;
+}
+
+static int
+parse_volume_param (const char *value)
+{
+  const char *colon = strrchr (value, ':');
+  char *name;
+  int64_t size;
+
+  if (colon == NULL || colon == value) {
+    nbdkit_error ("volume=%s: expected volume=NAME:SIZE", value);
+    return -1;
+  }
+  if (nvolume_params == MAX_VOLUME_PARAMS) {
+    nbdkit_error ("too many volume= parameters (at most %d)", MAX_VOLUME_PARAMS);
+    return -1;
+  }
+  size = nbdkit_parse_size (colon + 1);
+  if (size == -1)
+    return -1;
+  name = strndup (value, (size_t) (colon - value));
+  if (name == NULL) {
+    nbdkit_error ("strndup: %m");
+    return -1;
+  }
+  volume_params[nvolume_params].name = name;
+  volume_params[nvolume_params++].size = size;
+  return 0;
+}
+
+static int
+punchcache_config (const char *key, const char *value)
+{
+  if (strcmp (key, "pool") == 0) {
+    pool_path = value;
+    return 0;
+  }
+  if (strcmp (key, "size") == 0)
+    return (create_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
+  if (strcmp (key, "cache") == 0)
+    return (cache_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
+  if (strcmp (key, "block-size") == 0)
+    return (block_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
+  if (strcmp (key, "volume") == 0)
+    return parse_volume_param (value);
+  nbdkit_error ("unknown parameter '%s' (see nbdkit punchcache --help)", key);
+  return -1;
+}
+
+static int
+punchcache_config_complete (void)
+{
+  if (pool_path == NULL) {
+    nbdkit_error ("the pool=PATH parameter is required");
+    return -1;
+  }
+  if (block_size && (block_size < PC_MIN_BLOCK_SIZE ||
+                     block_size > PC_MAX_BLOCK_SIZE ||
+                     (block_size & (block_size - 1)))) {
+    nbdkit_error ("block-size=%" PRIi64 " must be a power of two from 4K "
+                  "to 1M", block_size);
+    return -1;
+  }
+  return 0;
+}
+
+#define punchcache_config_help \
+  "pool=PATH             (required) Pool file or block device.\n" \
+  "size=SIZE             Create the pool if PATH is missing or empty, with\n" \
+  "                      SIZE bytes of data capacity and a volume 'default'\n" \
+  "                      of SIZE bytes.  Ignored if the pool exists.\n" \
+  "block-size=SIZE       Allocation unit when creating (4K..1M, power of 2,\n" \
+  "                      default 64K).\n" \
+  "volume=NAME:SIZE      Create volume NAME with virtual size SIZE if it is\n" \
+  "                      missing (repeatable; sizes may overcommit the pool).\n" \
+  "cache=SIZE            RAM budget of the shared block cache (default 256M).\n" \
+  "                      Validated; the cache itself is not in this release."
+
+static bool
+pool_needs_create (void)
+{
+  struct stat st;
+
+  if (stat (pool_path, &st) == -1)
+    return errno == ENOENT;
+  return S_ISREG (st.st_mode) && st.st_size == 0;
+}
+
+static int
+create_pool_if_needed (void)
+{
+  int r;
+
+  if (!pool_needs_create ())
+    return 0;
+  if (create_size <= 0) {
+    nbdkit_error ("pool %s does not exist (or is empty): pass size=SIZE to "
+                  "create it", pool_path);
+    return -1;
+  }
+  nbdkit_debug ("creating pool %s: %" PRIi64 " bytes", pool_path, create_size);
+  r = pc_pool_create (pool_path, (uint64_t) create_size, (uint32_t) block_size);
+  if (r == 0) r = pc_pool_open (pool_path, NULL, &pool);
+  if (r == 0) r = pc_volume_add (pool, DEFAULT_VOLUME, (uint64_t) create_size);
+  if (r < 0) return fail (r);
+  return pc_pool_close (pool) < 0 ? fail (-EIO) : 0;
+}
+
+static int
+add_missing_volumes (void)
+{
+  struct pc_volume *vol;
+  unsigned i;
+  int r;
+
+  for (i = 0; i < nvolume_params; i++) {
+    if (pc_volume_open (pool, volume_params[i].name, &vol) == 0) {
+      pc_volume_close (vol);
+      continue;
+    }
+    r = pc_volume_add (pool, volume_params[i].name,
+                       (uint64_t) volume_params[i].size);
+    if (r < 0) return fail (r);
+  }
+  return 0;
+}
+
+static int
+punchcache_get_ready (void)
+{
+  struct pc_pool_options opts = {
+    .unsafe_no_invalidate_lock = punchcache_debug_unsafe_no_invalidate_lock,
+    .race_delay_us = (unsigned) punchcache_debug_race_delay_us,
+    .commit_interval_ms = (unsigned) punchcache_debug_commit_interval_ms,
+  };
+  int r;
+
+  if (create_pool_if_needed () == -1)
+    return -1;
+  if (opts.unsafe_no_invalidate_lock)
+    nbdkit_debug ("UNSAFE: the invalidate lock is disabled (debug switch)");
+  r = pc_pool_open (pool_path, &opts, &pool);
+  if (r < 0) return fail (r);
+  return add_missing_volumes ();
+}
+
+static int
+punchcache_after_fork (void)
+{
+  int r = pc_pool_start (pool);
+  return r < 0 ? fail (r) : 0;
+}
+
+static void
+punchcache_cleanup (void)
+{
+  if (pool && pc_pool_close (pool) < 0)
+    nbdkit_error ("closing pool: %s", pc_last_error ());
+  pool = NULL;
+}
+
+static void
+punchcache_unload (void)
+{
+  unsigned i;
+
+  for (i = 0; i < nvolume_params; i++)
+    free (volume_params[i].name);
+}
+
+static void
+punchcache_dump_plugin (void)
+{
+  printf ("punchcache_version=%s\n", PACKAGE_VERSION);
+  printf ("punchcache_format_version=%u\n", PC_FORMAT_VERSION);
+  printf ("punchcache_default_block_size=%u\n", PC_DEFAULT_BLOCK_SIZE);
+}
+
+struct add_export_ctx { struct nbdkit_exports *exports; };
+
+static int
+add_export (void *opaque, const struct pc_volume_info *vi)
+{
+  struct add_export_ctx *ctx = opaque;
+  char desc[128];
+
+  snprintf (desc, sizeof desc, "thin volume, %" PRIu64 " bytes, %" PRIu64
+            " blocks allocated", vi->size, vi->allocated_blocks);
+  return nbdkit_add_export (ctx->exports, vi->name, desc);
+}
+
+static int
+punchcache_list_exports (int readonly, int is_tls,
+                         struct nbdkit_exports *exports)
+{
+  struct add_export_ctx ctx = { exports };
+
+  return pc_volume_foreach (pool, add_export, &ctx);
+}
+
+static const char *
+punchcache_default_export (int readonly, int is_tls)
+{
+  return DEFAULT_VOLUME;
+}
+
+static void *
+punchcache_open (int readonly)
+{
+  const char *name = nbdkit_export_name ();
+  struct pc_volume *vol;
+  int r;
+
+  if (name == NULL || *name == '\0')
+    name = DEFAULT_VOLUME;
+  r = pc_volume_open (pool, name, &vol);
+  if (r < 0) {
+    fail (r);
+    return NULL;
+  }
+  return vol;
+}
+
+static void
+punchcache_close (void *handle)
+{
+  pc_volume_close (handle);
+}
+
+static int64_t
+punchcache_get_size (void *handle)
+{
+  return (int64_t) pc_volume_size (handle);
+}
+
+static int
+punchcache_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                       uint32_t *maximum)
+{
+  *minimum = 1;
+  *preferred = pc_volume_block_size (handle);
+  *maximum = 0xffffffff;
+  return 0;
+}
+
+static int punchcache_can_write (void *h) { return 1; }
+static int punchcache_can_flush (void *h) { return 1; }
+static int punchcache_can_trim (void *h) { return 1; }
+static int punchcache_can_zero (void *h) { return 1; }
+static int punchcache_can_fast_zero (void *h) { return 1; }
+static int punchcache_can_extents (void *h) { return 1; }
+static int punchcache_can_multi_conn (void *h) { return 1; }
+static int punchcache_can_fua (void *h) { return NBDKIT_FUA_NATIVE; }
+static int punchcache_can_cache (void *h) { return NBDKIT_CACHE_NATIVE; }
+
+static int
+punchcache_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+                  uint32_t flags)
+{
+  int r = pc_read (handle, buf, count, offset);
+  return r < 0 ? fail (r) : 0;
+}
+
+static unsigned
+fua_flag (uint32_t flags)
+{
+  return (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0;
+}
+
+static int
+punchcache_pwrite (void *handle, const void *buf, uint32_t count,
+                   uint64_t offset, uint32_t flags)
+{
+  int r = pc_write (handle, buf, count, offset, fua_flag (flags));
+  return r < 0 ? fail (r) : 0;
+}
+
+static int
+punchcache_flush (void *handle, uint32_t flags)
+{
+  int r = pc_pool_flush (pool);
+  return r < 0 ? fail (r) : 0;
+}
+
+static int
+punchcache_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  int r = pc_trim (handle, count, offset, fua_flag (flags));
+  return r < 0 ? fail (r) : 0;
+}
+
+/* Without MAY_TRIM the client asked for NO_HOLE.  FAST_ZERO needs nothing:
+ * every zero is a metadata operation or a fallocate. */
+static int
+punchcache_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  unsigned f = fua_flag (flags) | ((flags & NBDKIT_FLAG_MAY_TRIM) ? 0 : PC_NO_HOLE);
+  int r = pc_zero (handle, count, offset, f);
+  return r < 0 ? fail (r) : 0;
+}
+
+static int
+punchcache_cache (void *handle, uint32_t count, uint64_t offset,
+                  uint32_t flags)
+{
+  int r = pc_prefetch (handle, count, offset);
+  return r < 0 ? fail (r) : 0;
+}
+
+struct extents_ctx {
+  struct nbdkit_extents *extents;
+  bool req_one;
+  bool failed;                     /* nbdkit_add_extent set the error */
+};
+
+static int
+add_extent (void *opaque, uint64_t offset, uint64_t length, bool is_hole)
+{
+  struct extents_ctx *ctx = opaque;
+  uint32_t type = is_hole ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0;
+
+  if (nbdkit_add_extent (ctx->extents, offset, length, type) == -1) {
+    ctx->failed = true;
+    return -EIO;
+  }
+  return ctx->req_one ? 1 : 0;     /* 1 stops the walk after one extent */
+}
+
+static int
+punchcache_extents (void *handle, uint32_t count, uint64_t offset,
+                    uint32_t flags, struct nbdkit_extents *extents)
+{
+  struct extents_ctx ctx = { extents, flags & NBDKIT_FLAG_REQ_ONE, false };
+  int r = pc_extents (handle, count, offset, add_extent, &ctx);
+
+  if (ctx.failed)
+    return -1;
+  return r < 0 ? fail (r) : 0;
+}
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+static struct nbdkit_plugin plugin = {
+  .name              = "punchcache",
+  .longname          = "punchcache thin volumes with a punch-safe shared cache",
+  .version           = PACKAGE_VERSION,
+  .config            = punchcache_config,
+  .config_complete   = punchcache_config_complete,
+  .config_help       = punchcache_config_help,
+  .magic_config_key  = "pool",
+  .get_ready         = punchcache_get_ready,
+  .after_fork        = punchcache_after_fork,
+  .cleanup           = punchcache_cleanup,
+  .unload            = punchcache_unload,
+  .dump_plugin       = punchcache_dump_plugin,
+  .list_exports      = punchcache_list_exports,
+  .default_export    = punchcache_default_export,
+  .open              = punchcache_open,
+  .close             = punchcache_close,
+  .get_size          = punchcache_get_size,
+  .block_size        = punchcache_block_size,
+  .can_write         = punchcache_can_write,
+  .can_flush         = punchcache_can_flush,
+  .can_trim          = punchcache_can_trim,
+  .can_zero          = punchcache_can_zero,
+  .can_fast_zero     = punchcache_can_fast_zero,
+  .can_extents       = punchcache_can_extents,
+  .can_multi_conn    = punchcache_can_multi_conn,
+  .can_fua           = punchcache_can_fua,
+  .can_cache         = punchcache_can_cache,
+  .pread             = punchcache_pread,
+  .pwrite            = punchcache_pwrite,
+  .flush             = punchcache_flush,
+  .trim              = punchcache_trim,
+  .zero              = punchcache_zero,
+  .cache             = punchcache_cache,
+  .extents           = punchcache_extents,
+  .errno_is_preserved = 0,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install punchcache's build and test dependencies (Debian 12 packages) and
+# build the tree.  Idempotent; used by the README quick start and by CI.
+#   scripts/bootstrap.sh [--no-install] [configure args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential autoconf automake libtool pkg-config
+  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin nbdfuse python3-libnbd
+  liburing-dev libev-dev libcmocka-dev
+  qemu-utils fio e2fsprogs fuse3 util-linux procps valgrind jq
+)
+
+install=yes
+if [ "${1:-}" = "--no-install" ]; then install=no; shift; fi
+
+if [ "$install" = yes ]; then
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "bootstrap: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+[ -x configure ] || autoreconf -fi
+[ -f Makefile ] || ./configure --enable-werror "$@"
+make -j"$(nproc)"
