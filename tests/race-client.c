@@ -42,8 +42,9 @@
 
 #include <libnbd.h>
 
-#define MAGIC 0x50435243u            /* "PCRC" */
-#define SECTOR 512
+#include "tagged.h"
+
+#define SECTOR TAG_SECTOR
 #define MAX_SEQ (1u << 22)
 #define MAX_VOLS 4
 
@@ -64,56 +65,16 @@ static uint64_t n_foreign, n_stale, n_corrupt, n_errors;
 
 static uint64_t clock_tick (void) { return __atomic_add_fetch (&tick, 1, __ATOMIC_SEQ_CST); }
 
-struct hdr { uint32_t magic, vol; uint64_t block, seq; uint32_t sector, pad; };
-
-static uint64_t
-mix (uint64_t x)
-{
-  x ^= x >> 33; x *= UINT64_C (0xff51afd7ed558ccd);
-  x ^= x >> 33; x *= UINT64_C (0xc4ceb9fe1a85ec53);
-  return x ^ (x >> 33);
-}
-
-static void
-fill_sector (uint8_t *s, uint32_t vol, uint64_t block, uint64_t seq,
-             uint32_t sector)
-{
-  struct hdr h = { MAGIC, vol, block, seq, sector, 0 };
-  uint64_t x = mix (seq * 131 + block * 7 + vol + sector * 1000003);
-  size_t i;
-
-  memcpy (s, &h, sizeof h);
-  for (i = sizeof h; i < SECTOR; i += 8) {
-    x = mix (x + i);
-    memcpy (s + i, &x, 8);
-  }
-}
-
-static bool
-is_zero (const uint8_t *p, size_t n)
-{
-  for (size_t i = 0; i < n; i++) if (p[i]) return false;
-  return true;
-}
-
 /* Classify one sector read from (vol, block) with trim mark m. */
 static void
 check_sector (const uint8_t *s, uint32_t vol, uint64_t block, uint32_t sector,
               uint64_t m)
 {
-  uint8_t want[SECTOR];
-  struct hdr h;
+  struct tag_hdr h;
   uint64_t end;
 
-  if (is_zero (s, SECTOR)) return;
-  memcpy (&h, s, sizeof h);
-  if (h.magic != MAGIC || h.seq == 0 || h.seq >= MAX_SEQ || h.vol >= MAX_VOLS ||
-      h.sector != sector) {
-    __atomic_add_fetch (&n_corrupt, 1, __ATOMIC_RELAXED);
-    return;
-  }
-  fill_sector (want, h.vol, h.block, h.seq, h.sector);
-  if (memcmp (want, s, SECTOR) != 0) {
+  if (tag_is_zero (s, SECTOR)) return;
+  if (!tag_decode (s, sector, &h) || h.seq >= MAX_SEQ) {
     __atomic_add_fetch (&n_corrupt, 1, __ATOMIC_RELAXED);
     return;
   }
@@ -163,7 +124,7 @@ do_write (struct nbd_handle *h, uint32_t vol, uint64_t b, uint8_t *buf)
 
   if (seq >= MAX_SEQ) { stop = true; return; }
   for (s = 0; s < bs / SECTOR; s++)
-    fill_sector (buf + s * SECTOR, vol, b, seq, s);
+    tag_fill_sector (buf + s * SECTOR, vol, b, seq, s);
   if (nbd_pwrite (h, buf, bs, b * bs, 0) == -1) { note_error ("pwrite"); return; }
   __atomic_store_n (&write_end[seq], clock_tick (), __ATOMIC_SEQ_CST);
   __atomic_add_fetch (&n_writes, 1, __ATOMIC_RELAXED);
