@@ -6,6 +6,7 @@ requires fio --version
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio has no nbd engine"
 
 start_punchcache "$tmp/sock" pool="$tmp/pool" size=128M block-size=4K
+cd "$tmp"                # fio writes its verify state in the cwd
 uri=$(nbd_uri "$tmp/sock")
 timeout 300 fio --name=verify --ioengine=nbd --uri="$uri" --rw=randwrite \
     --bs=4k --size=32M --iodepth=16 --verify=crc32c --verify_fatal=1 \
