@@ -37,6 +37,7 @@ struct pc_alloc {
   pthread_mutex_t lock;
   uint64_t nblocks;
   uint64_t *bits;
+  uint64_t *pend_bits;          /* 1 = on the deferred list (A2) */
   uint64_t hint;                /* A3 */
   uint64_t used, pending;
   struct deferred *def;         /* deferred frees, ndef of them */
@@ -53,7 +54,11 @@ pc_alloc_create (uint64_t nblocks, struct pc_alloc **out)
 
   if (a == NULL) return -ENOMEM;
   a->bits = calloc ((nblocks + 63) / 64 ?: 1, sizeof *a->bits);
-  if (a->bits == NULL) { free (a); return -ENOMEM; }
+  a->pend_bits = calloc ((nblocks + 63) / 64 ?: 1, sizeof *a->pend_bits);
+  if (a->bits == NULL || a->pend_bits == NULL) {
+    free (a->bits); free (a->pend_bits); free (a);
+    return -ENOMEM;
+  }
   a->nblocks = nblocks;
   pthread_mutex_init (&a->lock, NULL);
   *out = a;
@@ -66,6 +71,7 @@ pc_alloc_destroy (struct pc_alloc *a)
   if (a == NULL) return;
   pthread_mutex_destroy (&a->lock);
   free (a->bits);
+  free (a->pend_bits);
   free (a->def);
   free (a);
 }
@@ -137,7 +143,7 @@ pc_alloc_put_now (struct pc_alloc *a, uint64_t pblock)
 {
   if (pblock >= a->nblocks) return;
   pthread_mutex_lock (&a->lock);
-  if (test_bit (a, pblock) && a->used > 0) {
+  if (test_bit (a, pblock) && !(a->pend_bits[WORD (pblock)] & MASK (pblock))) {
     clear_locked (a, pblock);
     a->used--;
   }
@@ -151,8 +157,8 @@ pc_alloc_defer (struct pc_alloc *a, uint64_t pblock, uint64_t epoch)
 
   if (pblock >= a->nblocks) return -ERANGE;
   pthread_mutex_lock (&a->lock);
-  if (!test_bit (a, pblock) || a->used == 0)
-    r = -EINVAL;                                 /* double free */
+  if (!test_bit (a, pblock) || (a->pend_bits[WORD (pblock)] & MASK (pblock)))
+    r = -EINVAL;                                 /* double free (A2) */
   else if (a->ndef == a->capdef) {
     size_t cap = a->capdef ? a->capdef * 2 : 1024;
     struct deferred *d = realloc (a->def, cap * sizeof *d);
@@ -161,6 +167,7 @@ pc_alloc_defer (struct pc_alloc *a, uint64_t pblock, uint64_t epoch)
   }
   if (r == 0) {
     a->def[a->ndef++] = (struct deferred) { pblock, epoch };
+    a->pend_bits[WORD (pblock)] |= MASK (pblock);
     a->used--;
     a->pending++;
   }
@@ -176,7 +183,9 @@ pc_alloc_release_through (struct pc_alloc *a, uint64_t epoch)
   pthread_mutex_lock (&a->lock);
   for (i = 0; i < a->ndef; i++) {
     if (a->def[i].epoch <= epoch) {              /* A4 */
-      clear_locked (a, a->def[i].pblock);
+      uint64_t b = a->def[i].pblock;
+      a->pend_bits[WORD (b)] &= ~MASK (b);
+      clear_locked (a, b);
       a->pending--;
     }
     else
