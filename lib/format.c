@@ -160,14 +160,15 @@ pc_sb_encode (const struct pc_superblock *sb, void *page)
   pc_put_le32 (p + SB_CRC_OFF, pc_crc32c (0, p, PC_PAGE_SIZE));
 }
 
-static uint32_t
-sb_crc (const uint8_t *p)
+uint32_t
+pc_page_crc_without (const void *page, size_t crc_off)
 {
   static const uint8_t zero4[4];
-  uint32_t c = pc_crc32c (0, p, SB_CRC_OFF);
+  const uint8_t *p = page;
+  uint32_t c = pc_crc32c (0, p, crc_off);
 
   c = pc_crc32c (c, zero4, 4);
-  return pc_crc32c (c, p + SB_CRC_OFF + 4, PC_PAGE_SIZE - SB_CRC_OFF - 4);
+  return pc_crc32c (c, p + crc_off + 4, PC_PAGE_SIZE - crc_off - 4);
 }
 
 static void
@@ -231,7 +232,7 @@ pc_sb_decode (const void *page, struct pc_superblock *sb,
   if (version > PC_FORMAT_VERSION)
     return bad (why, whylen, "pool format version %" PRIu32 " is newer than "
                 "this program supports (%u)", version, PC_FORMAT_VERSION);
-  if (pc_get_le32 (p + SB_CRC_OFF) != sb_crc (p))
+  if (pc_get_le32 (p + SB_CRC_OFF) != pc_page_crc_without (p, SB_CRC_OFF))
     return bad (why, whylen, "checksum mismatch");
   if (version != PC_FORMAT_VERSION)
     return bad (why, whylen, "unknown format version %" PRIu32, version);

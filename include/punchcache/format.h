@@ -145,6 +145,10 @@ void pc_sb_encode (const struct pc_superblock *sb, void *page);
 int pc_sb_decode (const void *page, struct pc_superblock *sb,
                   char *why, size_t whylen);
 
+/* CRC-32C of a PC_PAGE_SIZE page whose 4-byte checksum field at crc_off
+ * is taken as zero (superblock, journal descriptor and commit pages). */
+uint32_t pc_page_crc_without (const void *page, size_t crc_off);
+
 /* ---- metadata pages ---- */
 /* Compute and store crc + page number in the header. */
 void pc_meta_page_seal (void *page, uint32_t page_no);
