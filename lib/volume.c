@@ -37,7 +37,9 @@
  * Debug switches (struct pc_pool_options, set by `-D punchcache.*`):
  * unsafe_no_invalidate_lock makes punches skip the invalidate lock, and
  * race_delay_us sleeps between the map lookup and the pool I/O of reads and
- * in-place writes, so tests can show they catch the races.
+ * in-place writes, so tests can show they catch the races; fail_write_every
+ * makes every Nth allocating data write fail with EIO (fault injection for
+ * the I5 test).
  */
 #include <config.h>
 
@@ -175,6 +177,16 @@ pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
 
 /* ---- write ---- */
 
+/* Fault injection (debug): should this allocating write fail? */
+static bool
+inject_write_failure (struct pc_pool *pool)
+{
+  static uint64_t count;
+  unsigned n = pool->opts.fail_write_every;
+
+  return n && __atomic_add_fetch (&count, 1, __ATOMIC_RELAXED) % n == 0;
+}
+
 /* Allocate, fill and publish lblock (allocation lock held). */
 static int
 allocate_block (struct pc_volume *vol, const struct piece *pc,
@@ -192,7 +204,9 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
   if (pc->len < pool->block_size || src == NULL)   /* rest must read 0 */
     r = pc_io_punch (&pool->io, pool->block_size, off);
   if (r == 0 && src)
-    r = pc_io_pwrite (&pool->io, src, pc->len, off + pc->off);
+    r = inject_write_failure (pool)
+      ? pc_error (EIO, "injected write failure (debug switch)")
+      : pc_io_pwrite (&pool->io, src, pc->len, off + pc->off);
   if (r == 0)
     r = pc_store_set_owner (pool, pb, pc_rmap_make (vol->slot, pc->lblock));
   if (r < 0) {

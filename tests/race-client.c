@@ -8,6 +8,8 @@
  *   --seconds S         run time (default 10)
  *   --writers/--trimmers/--readers N   threads per volume (default 2 each)
  *   --expect-clean | --expect-violations
+ *   --allow-write-errors  writes failing with EIO are expected (fault
+ *                         injection) and are not counted as completed
  *
  * Every write fills a whole block with "tagged" 512-byte sectors: a header
  * {magic, volume, block, seq, sector} and a body derived from it, so any
@@ -23,6 +25,9 @@
  *                                           the read: torn, allowed)
  *   tag of this block whose write ended before M   STALE (I1: the write
  *       ended before a trim started that completed before this read began)
+ *   all zeros although a write to this block completed, no trim was in
+ *       flight when it started and none has started since   LOST (I5: a
+ *       failed write elsewhere must not unmap what another write populated)
  * A flusher thread flushes every few ms so freed blocks are committed and
  * handed out again quickly (lowest-first), which is what turns a missing
  * invalidate lock into foreign reads.
@@ -63,11 +68,27 @@ static uint64_t *write_end;          /* [seq] tick after completion */
 static uint64_t *trim_start[MAX_VOLS]; /* [block] max start of completed trims */
 static uint64_t *write_busy[MAX_VOLS]; /* [block] writes in flight */
 static uint64_t *write_gen[MAX_VOLS];  /* [block] writes started */
+static uint64_t *trims_busy[MAX_VOLS]; /* [block] trims in flight */
+static uint64_t *trim_begun[MAX_VOLS]; /* [block] max start of any trim */
+static uint64_t *clean_write[MAX_VOLS]; /* [block] max start of a completed
+                                          write that no trim overlapped */
+static bool allow_write_errors;
 static volatile bool stop;
 static uint64_t n_reads, n_writes, n_trims, n_flushes;
 static uint64_t n_foreign, n_stale, n_corrupt, n_errors, n_torn;
+static uint64_t n_lost, n_write_failed;
 
 static uint64_t clock_tick (void) { return __atomic_add_fetch (&tick, 1, __ATOMIC_SEQ_CST); }
+
+static void
+atomic_max (uint64_t *p, uint64_t v)
+{
+  uint64_t cur = __atomic_load_n (p, __ATOMIC_SEQ_CST);
+  while (cur < v &&
+         !__atomic_compare_exchange_n (p, &cur, v, false, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST))
+    ;
+}
 
 /* Classify one sector read from (vol, block) with trim mark m. */
 static void
@@ -127,6 +148,8 @@ static void
 do_write (struct nbd_handle *h, uint32_t vol, uint64_t b, uint8_t *buf)
 {
   uint64_t seq = __atomic_fetch_add (&next_seq, 1, __ATOMIC_SEQ_CST);
+  uint64_t start;
+  bool clean;
   uint32_t s;
 
   if (seq >= MAX_SEQ) { stop = true; return; }
@@ -134,8 +157,18 @@ do_write (struct nbd_handle *h, uint32_t vol, uint64_t b, uint8_t *buf)
     tag_fill_sector (buf + s * SECTOR, vol, b, seq, s);
   __atomic_add_fetch (&write_gen[vol][b], 1, __ATOMIC_SEQ_CST);
   __atomic_add_fetch (&write_busy[vol][b], 1, __ATOMIC_SEQ_CST);
-  if (nbd_pwrite (h, buf, bs, b * bs, 0) == -1) note_error ("pwrite");
-  else __atomic_store_n (&write_end[seq], clock_tick (), __ATOMIC_SEQ_CST);
+  start = clock_tick ();
+  clean = __atomic_load_n (&trims_busy[vol][b], __ATOMIC_SEQ_CST) == 0;
+  if (nbd_pwrite (h, buf, bs, b * bs, 0) == -1) {
+    if (allow_write_errors && nbd_get_errno () == EIO)
+      __atomic_add_fetch (&n_write_failed, 1, __ATOMIC_RELAXED);
+    else
+      note_error ("pwrite");
+  }
+  else {
+    __atomic_store_n (&write_end[seq], clock_tick (), __ATOMIC_SEQ_CST);
+    if (clean) atomic_max (&clean_write[vol][b], start);
+  }
   __atomic_sub_fetch (&write_busy[vol][b], 1, __ATOMIC_SEQ_CST);
   __atomic_add_fetch (&n_writes, 1, __ATOMIC_RELAXED);
 }
@@ -143,15 +176,17 @@ do_write (struct nbd_handle *h, uint32_t vol, uint64_t b, uint8_t *buf)
 static void
 do_trim (struct nbd_handle *h, uint32_t vol, uint64_t b, uint64_t n)
 {
-  uint64_t start = clock_tick (), i;
+  uint64_t start, i;
 
-  if (nbd_trim (h, n * bs, b * bs, 0) == -1) { note_error ("trim"); return; }
+  for (i = b; i < b + n; i++)
+    __atomic_add_fetch (&trims_busy[vol][i], 1, __ATOMIC_SEQ_CST);
+  start = clock_tick ();
+  for (i = b; i < b + n; i++)
+    atomic_max (&trim_begun[vol][i], start);
+  if (nbd_trim (h, n * bs, b * bs, 0) == -1) note_error ("trim");
   for (i = b; i < b + n; i++) {
-    uint64_t cur = __atomic_load_n (&trim_start[vol][i], __ATOMIC_SEQ_CST);
-    while (cur < start &&
-           !__atomic_compare_exchange_n (&trim_start[vol][i], &cur, start, false,
-                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-      ;
+    atomic_max (&trim_start[vol][i], start);
+    __atomic_sub_fetch (&trims_busy[vol][i], 1, __ATOMIC_SEQ_CST);
   }
   __atomic_add_fetch (&n_trims, 1, __ATOMIC_RELAXED);
 }
@@ -162,13 +197,23 @@ do_read (struct nbd_handle *h, uint32_t vol, uint64_t b, uint8_t *buf)
   uint64_t m = __atomic_load_n (&trim_start[vol][b], __ATOMIC_SEQ_CST);
   uint64_t g = __atomic_load_n (&write_gen[vol][b], __ATOMIC_SEQ_CST);
   bool concurrent = __atomic_load_n (&write_busy[vol][b], __ATOMIC_SEQ_CST) > 0;
+  uint64_t cw = __atomic_load_n (&clean_write[vol][b], __ATOMIC_SEQ_CST);
+  bool must_have_data;
   uint32_t s;
 
   clock_tick ();
   if (nbd_pread (h, buf, bs, b * bs, 0) == -1) { note_error ("pread"); return; }
   concurrent |= __atomic_load_n (&write_gen[vol][b], __ATOMIC_SEQ_CST) != g;
+  /* Trims that began at any time before the read completed may erase. */
+  must_have_data = cw > 0 &&
+    cw > __atomic_load_n (&trim_begun[vol][b], __ATOMIC_SEQ_CST);
   for (s = 0; s < bs / SECTOR; s++)
     check_sector (buf + s * SECTOR, vol, b, s, m, concurrent);
+  /* I5: a completed write that no trim has touched since cannot vanish. */
+  if (must_have_data && tag_is_zero (buf, bs) &&
+      __atomic_add_fetch (&n_lost, 1, __ATOMIC_RELAXED) <= 3)
+    fprintf (stderr, "LOST: vol %u block %" PRIu64 " reads zeros after a "
+             "completed write and no trim since\n", vol, b);
   __atomic_add_fetch (&n_reads, 1, __ATOMIC_RELAXED);
 }
 
@@ -220,7 +265,8 @@ parse_args (int argc, char **argv)
     { "block-size", 1, NULL, 'b' }, { "seconds", 1, NULL, 's' },
     { "writers", 1, NULL, 'W' }, { "trimmers", 1, NULL, 'T' },
     { "readers", 1, NULL, 'R' }, { "expect-clean", 0, NULL, 'c' },
-    { "expect-violations", 0, NULL, 'x' }, { NULL, 0, NULL, 0 },
+    { "expect-violations", 0, NULL, 'x' },
+    { "allow-write-errors", 0, NULL, 'E' }, { NULL, 0, NULL, 0 },
   };
   static char defvols[] = "a,b";
   int c;
@@ -237,6 +283,7 @@ parse_args (int argc, char **argv)
     case 'R': nreaders = (unsigned) atoi (optarg); break;
     case 'c': expect = 1; break;
     case 'x': expect = -1; break;
+    case 'E': allow_write_errors = true; break;
     default: exit (2);
     }
   }
@@ -263,6 +310,9 @@ main (int argc, char **argv)
     trim_start[v] = calloc (nblocks, sizeof *trim_start[v]);
     write_busy[v] = calloc (nblocks, sizeof *write_busy[v]);
     write_gen[v] = calloc (nblocks, sizeof *write_gen[v]);
+    trims_busy[v] = calloc (nblocks, sizeof *trims_busy[v]);
+    trim_begun[v] = calloc (nblocks, sizeof *trim_begun[v]);
+    clean_write[v] = calloc (nblocks, sizeof *clean_write[v]);
   }
   for (v = 0; v < nvols; v++)
     for (k = 0; k < 3; k++) {
@@ -277,13 +327,14 @@ main (int argc, char **argv)
   stop = true;
   for (i = 0; i < nth; i++)
     pthread_join (th[i], NULL);
-  violations = n_foreign + n_stale + n_corrupt;
+  violations = n_foreign + n_stale + n_corrupt + n_lost;
   printf ("race-client: %" PRIu64 " reads checked, %" PRIu64 " writes, %"
           PRIu64 " trims, %" PRIu64 " flushes; violations: %" PRIu64
-          " foreign, %" PRIu64 " stale, %" PRIu64 " corrupt; %" PRIu64
-          " torn sectors under a concurrent write (allowed); %" PRIu64
-          " errors\n", n_reads, n_writes, n_trims, n_flushes, n_foreign,
-          n_stale, n_corrupt, n_torn, n_errors);
+          " foreign, %" PRIu64 " stale, %" PRIu64 " corrupt, %" PRIu64
+          " lost; %" PRIu64 " torn sectors under a concurrent write (allowed);"
+          " %" PRIu64 " injected write failures; %" PRIu64 " errors\n",
+          n_reads, n_writes, n_trims, n_flushes, n_foreign, n_stale,
+          n_corrupt, n_lost, n_torn, n_write_failed, n_errors);
   if (n_errors) return 2;
   ok = expect == 1 ? violations == 0 : expect == -1 ? violations > 0 : true;
   return ok ? 0 : 1;

@@ -39,6 +39,8 @@ struct pc_pool_options {
   /* Debug switches (never for production): */
   bool unsafe_no_invalidate_lock; /* punches skip the invalidate lock */
   unsigned race_delay_us;         /* sleep between map lookup and pool I/O */
+  unsigned fail_write_every;      /* every Nth allocating data write fails
+                                   * with EIO (fault injection, I5 tests) */
   unsigned commit_interval_ms;    /* 0 = default (1000) */
 };
 

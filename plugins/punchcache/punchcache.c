@@ -30,6 +30,7 @@
  * production: they exist so the race tests can show they catch the bugs. */
 NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_no_invalidate_lock = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_race_delay_us = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_fail_write_every = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_commit_interval_ms = 0;
 
 #define DEFAULT_VOLUME "default"
@@ -183,6 +184,7 @@ punchcache_get_ready (void)
   struct pc_pool_options opts = {
     .unsafe_no_invalidate_lock = punchcache_debug_unsafe_no_invalidate_lock,
     .race_delay_us = (unsigned) punchcache_debug_race_delay_us,
+    .fail_write_every = (unsigned) punchcache_debug_fail_write_every,
     .commit_interval_ms = (unsigned) punchcache_debug_commit_interval_ms,
   };
   int r;
