@@ -407,7 +407,7 @@ init_new_pool (struct pc_io *io, const char *path, struct pc_superblock *sb)
   sb->journal_seq = 1;
   /* Metadata and journal must read as zeros (a reused device may hold an
    * old pool whose journal would otherwise replay). */
-  r = pc_io_zero (io, sb->data_offset - sb->meta_offset, sb->meta_offset);
+  r = pc_io_punch (io, sb->data_offset - sb->meta_offset, sb->meta_offset);
   for (sb->generation = 0; r == 0 && sb->generation < 2; sb->generation++) {
     pc_sb_encode (sb, page);
     r = pc_io_pwrite (io, page, PC_PAGE_SIZE, sb->generation * PC_PAGE_SIZE);

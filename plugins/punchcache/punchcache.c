@@ -396,7 +396,7 @@ punchcache_extents (void *handle, uint32_t count, uint64_t offset,
 
 static struct nbdkit_plugin plugin = {
   .name              = "punchcache",
-  .longname          = "punchcache thin volumes with a punch-safe shared cache",
+  .longname          = "punchcache thin volumes with punch-safe reads",
   .version           = PACKAGE_VERSION,
   .config            = punchcache_config,
   .config_complete   = punchcache_config_complete,
