@@ -103,12 +103,26 @@ do_flush (struct nbd_handle *h)
   return 0;
 }
 
+/* NULL if the server cannot be reached (during load, it may already have
+ * been killed: that connection then simply issues nothing). */
 static struct nbd_handle *
-connect_default (void)
+try_connect (void)
 {
   struct nbd_handle *h = nbd_create ();
 
-  if (h == NULL || nbd_connect_unix (h, sock) == -1) {
+  if (h != NULL && nbd_connect_unix (h, sock) == -1) {
+    nbd_close (h);
+    h = NULL;
+  }
+  return h;
+}
+
+static struct nbd_handle *
+connect_default (void)
+{
+  struct nbd_handle *h = try_connect ();
+
+  if (h == NULL) {
     fprintf (stderr, "crash-client: connect: %s\n", nbd_get_error ());
     exit (2);
   }
@@ -119,9 +133,9 @@ static void *
 load_main (void *arg)
 {
   unsigned k = (unsigned) (uintptr_t) arg, seed = k * 31337 + 1;
-  struct nbd_handle *h = connect_default ();
+  struct nbd_handle *h = try_connect ();
   uint8_t *buf = malloc (BS);
-  int r = 0;
+  int r = h ? 0 : -1;
 
   while (!stop && r == 0) {
     uint64_t b = (uint64_t) k * blocks_per_conn + rand_r (&seed) % blocks_per_conn;
@@ -131,7 +145,7 @@ load_main (void *arg)
     else if (dice < 93) r = do_trim (h, b);
     else r = do_flush (h);
   }
-  nbd_close (h);                      /* server gone: just drop it */
+  if (h) nbd_close (h);               /* server gone: just drop it */
   free (buf);
   return NULL;
 }
