@@ -187,6 +187,23 @@ inject_write_failure (struct pc_pool *pool)
   return n && __atomic_add_fetch (&count, 1, __ATOMIC_RELAXED) % n == 0;
 }
 
+/* A free block; if the pool is full but trims have freed blocks that are
+ * waiting for their commit (I3b), commit now so a trim frees space at once
+ * (SPEC §3), not at the next FLUSH or background commit.  The commit takes
+ * no range lock, so calling it with ours held cannot deadlock. */
+static int
+get_block (struct pc_pool *pool, uint64_t *pb)
+{
+  struct pc_alloc_stats st;
+
+  if (pc_alloc_get (pool->alloc, pb) == 0)
+    return 0;
+  pc_alloc_get_stats (pool->alloc, &st);
+  if (st.pending == 0 || pc_store_commit (pool) < 0)
+    return -ENOSPC;
+  return pc_alloc_get (pool->alloc, pb);
+}
+
 /* Allocate, fill and publish lblock (allocation lock held). */
 static int
 allocate_block (struct pc_volume *vol, const struct piece *pc,
@@ -196,7 +213,7 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
   uint64_t pb, off;
   int r;
 
-  if (pc_alloc_get (pool->alloc, &pb) < 0)
+  if (get_block (pool, &pb) < 0)
     return pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use)",
                      pool->path, pool->sb.nblocks);
   off = pc_data_offset (pool, pb);
@@ -291,7 +308,11 @@ punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint64_t pb;
   int r;
 
-  if (pc->len < pool->block_size) {             /* partial: zero in place */
+  /* Partial block: zero in place.  The volume's last block, when the
+   * size is not a multiple of the block size, counts as whole. */
+  if (pc->len < pool->block_size &&
+      !(pc->off == 0 &&
+        (pc->lblock << pool->block_shift) + pc->len == v->size)) {
     pb = pc_blockmap_get (v->map, pc->lblock);
     return pb == PC_NO_BLOCK ? 0 :
       pc_io_punch (&pool->io, pc->len, pc_data_offset (pool, pb) + pc->off);

@@ -197,9 +197,29 @@ test_enospc_and_recovery (void **state)
   assert_non_null (strstr (pc_last_error (), "full"));
   assert_block (c, 0, 9);               /* nothing else broke */
   assert_int_equal (pc_trim (c->vol, 4096 * 4, 0, 0), 0);
-  assert_int_equal (pc_write (c->vol, buf, sizeof buf, 100 * 4096, 0), -ENOSPC);
-  assert_int_equal (pc_pool_flush (c->pool), 0);  /* frees become durable */
+  /* No FLUSH: a full pool commits the waiting frees itself (SPEC §3). */
   assert_int_equal (pc_write (c->vol, buf, sizeof buf, 100 * 4096, 0), 0);
+  assert_block (c, 100 * 4096, 9);
+}
+
+static void
+test_odd_size_last_block_freed (void **state)
+{
+  struct ctx *c = *state;
+  struct pc_volume *odd;
+  char buf[4096 + 1024];
+
+  /* 1 block + 1 KiB: the last block is partial but wholly the volume's. */
+  assert_int_equal (pc_volume_add (c->pool, "odd", sizeof buf), 0);
+  assert_int_equal (pc_volume_open (c->pool, "odd", &odd), 0);
+  fill (buf, sizeof buf, 11);
+  assert_int_equal (pc_write (odd, buf, sizeof buf, 0, 0), 0);
+  assert_int_equal (pc_blockmap_count (c->pool->vols[odd->slot].map), 2);
+  assert_int_equal (pc_trim (odd, sizeof buf, 0, 0), 0);
+  assert_int_equal (pc_blockmap_count (c->pool->vols[odd->slot].map), 0);
+  assert_int_equal (pc_read (odd, buf, sizeof buf, 0), 0);
+  for (size_t i = 0; i < sizeof buf; i++) assert_int_equal (buf[i], 0);
+  pc_volume_close (odd);
 }
 
 static void
@@ -279,6 +299,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_torn_page_repaired, setup, teardown),
     cmocka_unit_test_setup_teardown (test_freed_block_reused_only_after_commit, setup, teardown),
     cmocka_unit_test_setup_teardown (test_enospc_and_recovery, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_odd_size_last_block_freed, setup, teardown),
     cmocka_unit_test_setup_teardown (test_unreachable_reclaimed, setup, teardown),
     cmocka_unit_test_setup_teardown (test_check_clean_and_damaged, setup, teardown),
     cmocka_unit_test_setup_teardown (test_second_opener_refused, setup, teardown),
