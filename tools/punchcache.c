@@ -1,14 +1,27 @@
 /* punchcache: the admin tool -- create, info, check, volume management.
  *
- * A thin front-end over include/punchcache/punchcache.h: parses the
- * command line, calls the store, prints.  Exit status: 0 success, 1
- * failure (or damage found by check), 2 usage error.
+ * A thin front-end over include/punchcache/punchcache.h: it parses the
+ * command line (getopt_long), calls the store, and prints.  It holds no
+ * storage logic: validation of names, sizes, block sizes and the pool
+ * format is the store's, and every failure is shown as
+ *   punchcache: COMMAND: <pc_last_error()>
+ * on stderr.
+ *
+ * Exit status: 0 success; 1 failure (for `check`: damage found); 2 usage
+ * error (for `check`: the pool could not be checked at all).
+ *
+ * The pool lock: info, volume list and check open the pool read-only
+ * (a shared advisory lock); create and volume add/rm/resize take it
+ * exclusively.  A running server holds it exclusively, so every command
+ * fails with the store's "in use by another process" message while one
+ * runs.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,172 +32,334 @@
 
 #define EXIT_USAGE 2
 
-static const char usage_text[] =
-  "Usage: punchcache COMMAND [ARGS...]\n"
-  "\n"
-  "Manage punchcache pools (thin volumes served by nbdkit punchcache).\n"
-  "Stop the server before using a pool: each command takes the pool's lock.\n"
-  "\n"
-  "Commands:\n"
-  "  create POOL SIZE [--block-size SIZE]  create a pool with SIZE bytes of\n"
-  "                                        data capacity (sparse file; or a\n"
-  "                                        block device, SIZE 0 = all of it)\n"
-  "  info POOL [--json]                    capacity, used, free, volumes\n"
-  "  check POOL                            offline consistency check: exit 0\n"
-  "                                        clean, 1 damaged, 2 cannot check\n"
-  "  volume list POOL                      list volumes (also: volumes POOL)\n"
-  "  volume add POOL NAME SIZE             create a thin volume\n"
-  "  volume rm POOL NAME                   remove a volume and free its blocks\n"
-  "  volume resize POOL NAME SIZE          grow, or shrink (frees blocks past\n"
-  "                                        the new end)\n"
+/* ---------------------------------------------------------------------- */
+/* Commands and their help. */
+
+struct options {
+  bool json;
+  bool block_size_given;
+  uint64_t block_size;
+};
+
+struct command {
+  const char *name;        /* "create", "volume add", ... */
+  const char *args;        /* synopsis after the name */
+  int nargs;               /* positional arguments required */
+  const char *opts;        /* long options accepted besides --help */
+  const char *help;        /* paragraph for `COMMAND --help` */
+  int (*run) (const struct command *cmd, char **args,
+              const struct options *o);
+};
+
+static int run_create (const struct command *, char **, const struct options *);
+static int run_info (const struct command *, char **, const struct options *);
+static int run_check (const struct command *, char **, const struct options *);
+static int run_list (const struct command *, char **, const struct options *);
+static int run_change (const struct command *, char **, const struct options *);
+
+static const struct command commands[] = {
+  { "create", "POOL SIZE [--block-size SIZE]", 2, "block-size",
+    "Create a pool with SIZE bytes of data capacity (rounded down to whole\n"
+    "blocks).  A regular file is created sparse; an existing non-empty file\n"
+    "is refused.  On a block device the pool spans SIZE bytes of it (0 = the\n"
+    "whole device).  No volume is created.\n"
+    "  --block-size SIZE  allocation unit: a power of two from 4K to 1M\n"
+    "                     (default 64K)\n", run_create },
+  { "info", "POOL [--json]", 1, "json",
+    "Show block size, capacity, used and free space (bytes, blocks, % used),\n"
+    "metadata and journal pages, the metadata RAM a server needs, the uuid,\n"
+    "and each volume's name, size and allocated bytes.  Opens the pool\n"
+    "read-only.\n"
+    "  --json             print one JSON object instead\n", run_info },
+  { "check", "POOL", 1, "",
+    "Offline consistency check: superblock slots, metadata pages, volume\n"
+    "table, reverse map, allocator.  The journal is replayed in memory only;\n"
+    "nothing is written.  Prints each problem.  Exit status 0 clean,\n"
+    "1 damage found, 2 the pool could not be checked (missing, unreadable,\n"
+    "in use).\n", run_check },
+  { "volume list", "POOL", 1, "",
+    "List the volumes: name, virtual size, allocated bytes.  Opens the pool\n"
+    "read-only.  Also spelt `punchcache volumes POOL`.\n", run_list },
+  { "volumes", "POOL", 1, "",
+    "Same as `punchcache volume list POOL`.\n", run_list },
+  { "volume add", "POOL NAME SIZE", 3, "",
+    "Create a thin volume NAME of virtual size SIZE (a multiple of 512).\n"
+    "Names: 1-47 of A-Z a-z 0-9 . _ + @ -, not starting with . or -.\n"
+    "Volume sizes may add up to more than the pool (overcommit).\n",
+    run_change },
+  { "volume rm", "POOL NAME", 2, "",
+    "Remove volume NAME and free all its blocks.\n", run_change },
+  { "volume resize", "POOL NAME SIZE", 3, "",
+    "Change the virtual size of volume NAME; shrinking frees the blocks past\n"
+    "the new end.\n", run_change },
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static const char help_tail[] =
   "\n"
   "Options:\n"
-  "  -h, --help       show this help\n"
+  "  -h, --help       show this help (COMMAND --help: that command's help)\n"
   "  -V, --version    show the version\n"
   "\n"
-  "Sizes take suffixes K, M, G, T, P, E (powers of 1024).\n";
+  "Sizes take the suffixes K, M, G, T, P, E (powers of 1024).\n"
+  "Exit status: 0 success, 1 failure (check: damage found), 2 usage error\n"
+  "(check: the pool could not be checked).\n"
+  "Stop the server first: a pool in use by nbdkit is locked.\n";
 
-static const char *command = "punchcache";
+static void
+print_help (void)
+{
+  size_t i;
+
+  printf ("Usage: punchcache COMMAND [ARGS...]\n\n"
+          "Manage punchcache pools (thin volumes served by nbdkit "
+          "punchcache).\n\nCommands:\n");
+  for (i = 0; i < NCOMMANDS; i++)
+    printf ("  punchcache %s %s\n", commands[i].name, commands[i].args);
+  fputs (help_tail, stdout);
+}
+
+static void
+print_command_help (const struct command *cmd)
+{
+  printf ("Usage: punchcache %s %s\n\n%s", cmd->name, cmd->args, cmd->help);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Errors. */
+
+static int usage_error (const char *cmd, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
 
 static int
-usage_error (const char *msg)
+usage_error (const char *cmd, const char *fmt, ...)
 {
-  fprintf (stderr, "punchcache: %s%s%s\nTry 'punchcache --help'.\n",
-           command, *command ? ": " : "", msg);
+  va_list ap;
+
+  fprintf (stderr, "punchcache: %s%s", cmd ? cmd : "", cmd ? ": " : "");
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\nTry 'punchcache %s%s--help' for more information.\n",
+           cmd ? cmd : "", cmd ? " " : "");
   return EXIT_USAGE;
 }
 
 static int
-failed (void)
+failed (const struct command *cmd)
 {
-  fprintf (stderr, "punchcache: %s: %s\n", command, pc_last_error ());
+  fprintf (stderr, "punchcache: %s: %s\n", cmd->name, pc_last_error ());
   return EXIT_FAILURE;
 }
 
 static int
-parse_size_arg (const char *s, uint64_t *out)
+parse_size_arg (const struct command *cmd, const char *what, const char *s,
+                uint64_t *out)
 {
   int64_t v = pc_parse_size (s);
 
-  if (v < 0) return failed ();
+  if (v < 0) {
+    fprintf (stderr, "punchcache: %s: %s: %s\n", cmd->name, what,
+             pc_last_error ());
+    return -1;
+  }
   *out = (uint64_t) v;
   return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Output helpers. */
+
+/* "1.5 GiB": a human-readable companion to exact byte counts. */
+static const char *
+human (uint64_t bytes, char *buf, size_t len)
+{
+  static const char units[][4] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB",
+                                   "EiB" };
+  double v = (double) bytes;
+  unsigned u = 0;
+
+  while (v >= 1024 && u < 6) { v /= 1024; u++; }
+  if (u == 0) snprintf (buf, len, "%" PRIu64 " B", bytes);
+  else snprintf (buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+static double
+percent (uint64_t part, uint64_t whole)
+{
+  return whole ? 100.0 * (double) part / (double) whole : 0.0;
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */
 static int
-open_pool (const char *path, bool readonly, struct pc_pool **pool)
+utf8_len (const unsigned char *s)
+{
+  int n, i;
+  uint32_t cp;
+
+  if (s[0] < 0x80) return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf) { n = 2; cp = s[0] & 0x1f; }
+  else if ((s[0] & 0xf0) == 0xe0) { n = 3; cp = s[0] & 0x0f; }
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4) { n = 4; cp = s[0] & 0x07; }
+  else return 0;
+  for (i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (s[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped;
+ * bytes that are not valid UTF-8 become U+FFFD. */
+static void
+json_string (const char *str)
+{
+  const unsigned char *s = (const unsigned char *) str;
+  int n;
+
+  putchar ('"');
+  while (*s) {
+    if (*s == '"' || *s == '\\') printf ("\\%c", *s);
+    else if (*s == '\n') fputs ("\\n", stdout);
+    else if (*s == '\t') fputs ("\\t", stdout);
+    else if (*s < 0x20 || *s == 0x7f) printf ("\\u%04x", *s);
+    else if ((n = utf8_len (s)) == 0) fputs ("\\ufffd", stdout);
+    else { fwrite (s, 1, (size_t) n, stdout); s += n; continue; }
+    s++;
+  }
+  putchar ('"');
+}
+
+static void
+format_uuid (const uint8_t *u, char out[37])
+{
+  int i;
+
+  for (i = 0; i < 16; i++)
+    out += sprintf (out, "%02x%s", u[i],
+                    (i == 3 || i == 5 || i == 7 || i == 9) ? "-" : "");
+}
+
+/* ---------------------------------------------------------------------- */
+/* Opening pools. */
+
+static int
+open_pool (const struct command *cmd, const char *path, bool readonly,
+           struct pc_pool **pool)
 {
   struct pc_pool_options opts = { .readonly = readonly };
 
-  return pc_pool_open (path, &opts, pool) < 0 ? -1 : 0;
-}
-
-/* ---- create ---- */
-
-static int
-cmd_create (int argc, char **argv)
-{
-  static const struct option opts[] = {
-    { "block-size", required_argument, NULL, 'b' },
-    { NULL, 0, NULL, 0 },
-  };
-  uint64_t size, bs = 0;
-  int c;
-
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "b:", opts, NULL)) != -1) {
-    if (c != 'b') return usage_error ("unknown option");
-    if (parse_size_arg (optarg, &bs)) return EXIT_FAILURE;
-  }
-  if (argc - optind != 2)
-    return usage_error ("usage: punchcache create POOL SIZE [--block-size SIZE]");
-  if (parse_size_arg (argv[optind + 1], &size)) return EXIT_FAILURE;
-  if (bs > UINT32_MAX) bs = 3;              /* rejected by the store */
-  if (pc_pool_create (argv[optind], size, (uint32_t) bs) < 0)
-    return failed ();
-  printf ("created pool %s\n", argv[optind]);
+  if (pc_pool_open (path, &opts, pool) < 0)
+    return failed (cmd);
   return 0;
 }
 
-/* ---- info ---- */
-
-static void
-json_string (const char *s)
+/* Close a pool; a failing close is a failure of the command. */
+static int
+close_pool (const struct command *cmd, struct pc_pool *pool, int status)
 {
-  putchar ('"');
-  for (; *s; s++) {
-    unsigned char c = (unsigned char) *s;
-    if (c == '"' || c == '\\') printf ("\\%c", c);
-    else if (c < 0x20) printf ("\\u%04x", c);
-    else putchar (c);
-  }
-  putchar ('"');
+  if (pc_pool_close (pool) < 0 && status == 0)
+    return failed (cmd);
+  return status;
 }
 
-struct list_ctx { bool json; bool first; uint32_t bs; };
+/* ---------------------------------------------------------------------- */
+/* create */
+
+static int
+run_create (const struct command *cmd, char **args, const struct options *o)
+{
+  uint64_t size;
+
+  if (parse_size_arg (cmd, "SIZE", args[1], &size) < 0)
+    return EXIT_FAILURE;
+  /* The store validates block sizes; these two cannot reach it (0 means
+   * "default" to pc_pool_create, and it takes a uint32_t). */
+  if (o->block_size_given &&
+      (o->block_size == 0 || o->block_size > UINT32_MAX)) {
+    fprintf (stderr, "punchcache: %s: block size %" PRIu64 " is not a power "
+             "of two between 4K and 1M\n", cmd->name, o->block_size);
+    return EXIT_FAILURE;
+  }
+  if (pc_pool_create (args[0], size, (uint32_t) o->block_size) < 0)
+    return failed (cmd);
+  printf ("created pool %s\n", args[0]);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* info and volume list */
+
+struct list_ctx {
+  bool json;
+  bool first;
+  uint32_t block_size;
+};
 
 static int
 print_volume (void *opaque, const struct pc_volume_info *vi)
 {
   struct list_ctx *ctx = opaque;
-  uint64_t alloc = vi->allocated_blocks * ctx->bs;
+  uint64_t alloc = vi->allocated_blocks * ctx->block_size;
+  char h[32];
 
   if (ctx->json) {
     printf ("%s\n    {\"name\": ", ctx->first ? "" : ",");
     json_string (vi->name);
     printf (", \"size\": %" PRIu64 ", \"allocated\": %" PRIu64
-            ", \"allocated_blocks\": %" PRIu64 "}",
-            vi->size, alloc, vi->allocated_blocks);
+            ", \"allocated_blocks\": %" PRIu64 ", \"slot\": %u}",
+            vi->size, alloc, vi->allocated_blocks, vi->slot);
   }
   else
-    printf ("  %-24s %16" PRIu64 " bytes  %16" PRIu64 " allocated (%.1f%%)\n",
-            vi->name, vi->size, alloc, vi->size ? 100.0 * alloc / vi->size : 0);
+    printf ("  %-24s %20" PRIu64 " %20" PRIu64 "  %5.1f%%  (%s)\n",
+            vi->name, vi->size, alloc, percent (alloc, vi->size),
+            human (vi->size, h, sizeof h));
   ctx->first = false;
   return 0;
 }
 
 static void
-format_uuid (const uint8_t *u, char *out)
+print_volume_header (void)
 {
-  int i;
-
-  for (i = 0; i < 16; i++)
-    out += sprintf (out, "%02x%s", u[i], (i == 3 || i == 5 || i == 7 || i == 9) ? "-" : "");
+  printf ("  %-24s %20s %20s  %6s\n", "NAME", "SIZE", "ALLOCATED", "USED");
 }
 
 static void
-print_info_human (const char *path, struct pc_pool *pool,
-                  const struct pc_pool_info *in)
+print_info_human (const char *path, const struct pc_pool_info *in)
 {
-  struct list_ctx ctx = { false, true, in->block_size };
   uint64_t used = in->used_blocks * in->block_size;
-  char uuid[40];
+  uint64_t free_bytes = in->free_blocks * in->block_size;
+  char uuid[37], h[32];
 
   format_uuid (in->uuid, uuid);
   printf ("pool:          %s\n", path);
   printf ("uuid:          %s\n", uuid);
-  printf ("block size:    %" PRIu32 "\n", in->block_size);
-  printf ("capacity:      %" PRIu64 " bytes (%" PRIu64 " blocks)\n",
-          in->capacity, in->nblocks);
-  printf ("used:          %" PRIu64 " bytes (%" PRIu64 " blocks, %.1f%%)\n",
-          used, in->used_blocks,
-          in->nblocks ? 100.0 * in->used_blocks / in->nblocks : 0);
-  printf ("free:          %" PRIu64 " bytes (%" PRIu64 " blocks)\n",
-          in->free_blocks * in->block_size, in->free_blocks);
-  printf ("pool size:     %" PRIu64 " bytes (metadata %" PRIu64
-          " pages, journal %" PRIu64 " pages)\n",
-          in->total_bytes, in->meta_pages, in->journal_pages);
-  printf ("metadata RAM:  %" PRIu64 " bytes\n", in->metadata_ram);
+  printf ("block size:    %" PRIu32 " bytes (%s)\n", in->block_size,
+          human (in->block_size, h, sizeof h));
+  printf ("capacity:      %" PRIu64 " bytes (%s, %" PRIu64 " blocks)\n",
+          in->capacity, human (in->capacity, h, sizeof h), in->nblocks);
+  printf ("used:          %" PRIu64 " bytes (%s, %" PRIu64 " blocks, "
+          "%.1f%% used)\n", used, human (used, h, sizeof h), in->used_blocks,
+          percent (in->used_blocks, in->nblocks));
+  printf ("free:          %" PRIu64 " bytes (%s, %" PRIu64 " blocks)\n",
+          free_bytes, human (free_bytes, h, sizeof h), in->free_blocks);
+  printf ("pool size:     %" PRIu64 " bytes (%s)\n", in->total_bytes,
+          human (in->total_bytes, h, sizeof h));
+  printf ("metadata:      %" PRIu64 " pages, journal %" PRIu64 " pages\n",
+          in->meta_pages, in->journal_pages);
+  printf ("metadata RAM:  %" PRIu64 " bytes (%s)\n", in->metadata_ram,
+          human (in->metadata_ram, h, sizeof h));
   printf ("volumes:       %u\n", in->nvolumes);
-  pc_volume_foreach (pool, print_volume, &ctx);
 }
 
 static void
-print_info_json (const char *path, struct pc_pool *pool,
-                 const struct pc_pool_info *in)
+print_info_json (const char *path, const struct pc_pool_info *in)
 {
-  struct list_ctx ctx = { true, true, in->block_size };
-  char uuid[40];
+  char uuid[37];
 
   format_uuid (in->uuid, uuid);
   printf ("{\n  \"pool\": ");
@@ -192,47 +367,65 @@ print_info_json (const char *path, struct pc_pool *pool,
   printf (",\n  \"uuid\": \"%s\",\n  \"block_size\": %" PRIu32
           ",\n  \"capacity\": %" PRIu64 ",\n  \"blocks\": %" PRIu64
           ",\n  \"used\": %" PRIu64 ",\n  \"used_blocks\": %" PRIu64
+          ",\n  \"used_percent\": %.2f"
           ",\n  \"free\": %" PRIu64 ",\n  \"free_blocks\": %" PRIu64
           ",\n  \"total_bytes\": %" PRIu64 ",\n  \"meta_pages\": %" PRIu64
           ",\n  \"journal_pages\": %" PRIu64 ",\n  \"metadata_ram\": %" PRIu64
-          ",\n  \"volumes\": [",
+          ",\n  \"nvolumes\": %u,\n  \"volumes\": [",
           uuid, in->block_size, in->capacity, in->nblocks,
           in->used_blocks * in->block_size, in->used_blocks,
+          percent (in->used_blocks, in->nblocks),
           in->free_blocks * in->block_size, in->free_blocks,
           in->total_bytes, in->meta_pages, in->journal_pages,
-          in->metadata_ram);
-  pc_volume_foreach (pool, print_volume, &ctx);
-  printf ("\n  ]\n}\n");
+          in->metadata_ram, in->nvolumes);
 }
 
+/* Print the pool (info) or only its volumes (list) of an open pool. */
 static int
-cmd_info (int argc, char **argv)
+show_pool (const struct command *cmd, const char *path, struct pc_pool *pool,
+           bool json, bool volumes_only)
 {
-  static const struct option opts[] = {
-    { "json", no_argument, NULL, 'j' },
-    { NULL, 0, NULL, 0 },
-  };
   struct pc_pool_info in;
-  struct pc_pool *pool;
-  bool json = false;
-  int c;
+  struct list_ctx ctx = { .json = json, .first = true };
 
-  optind = 1;
-  while ((c = getopt_long (argc, argv, "j", opts, NULL)) != -1) {
-    if (c != 'j') return usage_error ("unknown option");
-    json = true;
-  }
-  if (argc - optind != 1)
-    return usage_error ("usage: punchcache info POOL [--json]");
-  if (open_pool (argv[optind], true, &pool) < 0) return failed ();
-  pc_pool_get_info (pool, &in);
-  if (json) print_info_json (argv[optind], pool, &in);
-  else print_info_human (argv[optind], pool, &in);
-  pc_pool_close (pool);
+  if (pc_pool_get_info (pool, &in) < 0)
+    return failed (cmd);
+  ctx.block_size = in.block_size;
+  if (!volumes_only && json) print_info_json (path, &in);
+  else if (!volumes_only) print_info_human (path, &in);
+  if (!json && in.nvolumes > 0) print_volume_header ();
+  if (pc_volume_foreach (pool, print_volume, &ctx) < 0)
+    return failed (cmd);
+  if (json) printf ("%s]\n}\n", ctx.first ? "" : "\n  ");
   return 0;
 }
 
-/* ---- check ---- */
+static int
+run_info (const struct command *cmd, char **args, const struct options *o)
+{
+  struct pc_pool *pool;
+  int r;
+
+  if (open_pool (cmd, args[0], true, &pool) != 0)
+    return EXIT_FAILURE;
+  r = show_pool (cmd, args[0], pool, o->json, false);
+  return close_pool (cmd, pool, r);
+}
+
+static int
+run_list (const struct command *cmd, char **args, const struct options *o)
+{
+  struct pc_pool *pool;
+  int r;
+
+  if (open_pool (cmd, args[0], true, &pool) != 0)
+    return EXIT_FAILURE;
+  r = show_pool (cmd, args[0], pool, false, true);
+  return close_pool (cmd, pool, r);
+}
+
+/* ---------------------------------------------------------------------- */
+/* check */
 
 static void
 report_problem (void *opaque, const char *msg)
@@ -241,110 +434,171 @@ report_problem (void *opaque, const char *msg)
 }
 
 static int
-cmd_check (int argc, char **argv)
+run_check (const struct command *cmd, char **args, const struct options *o)
 {
-  int n;
+  int n = pc_pool_check (args[0], report_problem, NULL);
 
-  if (argc != 2)
-    return usage_error ("usage: punchcache check POOL");
-  n = pc_pool_check (argv[1], report_problem, NULL);
   if (n < 0) {
-    fprintf (stderr, "punchcache: check: %s\n", pc_last_error ());
+    fprintf (stderr, "punchcache: %s: cannot check %s: %s\n", cmd->name,
+             args[0], pc_last_error ());
     return EXIT_USAGE;
   }
   if (n > 0) {
-    printf ("%s: %d problem%s found\n", argv[1], n, n == 1 ? "" : "s");
+    printf ("%s: %d problem%s found\n", args[0], n, n == 1 ? "" : "s");
     return EXIT_FAILURE;
   }
-  printf ("%s: clean\n", argv[1]);
+  printf ("%s: clean\n", args[0]);
   return 0;
 }
 
-/* ---- volumes ---- */
+/* ---------------------------------------------------------------------- */
+/* volume add / rm / resize */
 
 static int
-volume_list (const char *path)
+change_volume (const struct command *cmd, struct pc_pool *pool, char **args,
+               uint64_t size)
 {
-  struct list_ctx ctx = { false, true, 0 };
-  struct pc_pool_info in;
-  struct pc_pool *pool;
-
-  if (open_pool (path, true, &pool) < 0) return failed ();
-  pc_pool_get_info (pool, &in);
-  ctx.bs = in.block_size;
-  pc_volume_foreach (pool, print_volume, &ctx);
-  pc_pool_close (pool);
-  return 0;
+  if (strcmp (cmd->name, "volume add") == 0)
+    return pc_volume_add (pool, args[1], size);
+  if (strcmp (cmd->name, "volume rm") == 0)
+    return pc_volume_remove (pool, args[1]);
+  return pc_volume_resize (pool, args[1], size);
 }
 
 static int
-volume_change (const char *sub, int argc, char **argv)
+run_change (const struct command *cmd, char **args, const struct options *o)
 {
   struct pc_pool *pool;
   uint64_t size = 0;
-  int r;
+  int r = 0;
 
-  if (strcmp (sub, "rm") == 0 ? argc != 2 : argc != 3)
-    return usage_error (strcmp (sub, "rm") == 0
-                        ? "usage: punchcache volume rm POOL NAME"
-                        : "usage: punchcache volume add|resize POOL NAME SIZE");
-  if (argc == 3 && parse_size_arg (argv[2], &size)) return EXIT_FAILURE;
-  if (open_pool (argv[0], false, &pool) < 0) return failed ();
-  if (strcmp (sub, "add") == 0) r = pc_volume_add (pool, argv[1], size);
-  else if (strcmp (sub, "rm") == 0) r = pc_volume_remove (pool, argv[1]);
-  else r = pc_volume_resize (pool, argv[1], size);
-  if (r < 0) {
-    failed ();
-    pc_pool_close (pool);
+  if (cmd->nargs == 3 && parse_size_arg (cmd, "SIZE", args[2], &size) < 0)
     return EXIT_FAILURE;
+  if (open_pool (cmd, args[0], false, &pool) != 0)
+    return EXIT_FAILURE;
+  if (change_volume (cmd, pool, args, size) < 0)
+    r = failed (cmd);
+  return close_pool (cmd, pool, r);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Command-line parsing. */
+
+static const struct command *
+find_command (int argc, char **argv, int *used)
+{
+  char name[64];
+  size_t i;
+
+  for (i = 0; i < NCOMMANDS; i++) {
+    const char *sp = strchr (commands[i].name, ' ');
+    *used = sp ? 2 : 1;
+    if (argc < *used) continue;
+    if (sp) snprintf (name, sizeof name, "%s %s", argv[0], argv[1]);
+    else snprintf (name, sizeof name, "%s", argv[0]);
+    if (strcmp (name, commands[i].name) == 0)
+      return &commands[i];
   }
-  if (pc_pool_close (pool) < 0) return failed ();
-  return 0;
+  return NULL;
+}
+
+/* Parse the command's options and check its argument count.  Returns -1
+ * to go on, or an exit status. */
+static int
+parse_command_line (const struct command *cmd, int argc, char **argv,
+                    struct options *o)
+{
+  static const struct option longopts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "json", no_argument, NULL, 'j' },
+    { "block-size", required_argument, NULL, 'b' },
+    { NULL, 0, NULL, 0 },
+  };
+  int c, idx;
+
+  optind = 0;                   /* reinitialise GNU getopt */
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, ":h", longopts, &idx)) != -1) {
+    if (c == 'h') { print_command_help (cmd); return 0; }
+    if (c == '?' || c == ':')
+      return usage_error (cmd->name, c == ':' ? "option '%s' needs a value"
+                          : "unknown option '%s'", argv[optind - 1]);
+    if (strstr (cmd->opts, longopts[idx].name) == NULL)
+      return usage_error (cmd->name, "option '--%s' does not apply to "
+                          "this command", longopts[idx].name);
+    if (c == 'j') o->json = true;
+    else if (parse_size_arg (cmd, "--block-size", optarg, &o->block_size) < 0)
+      return EXIT_FAILURE;
+    else o->block_size_given = true;
+  }
+  if (argc - optind != cmd->nargs)
+    return usage_error (cmd->name, "expected %s", cmd->args);
+  return -1;
 }
 
 static int
-cmd_volume (int argc, char **argv)
+run_command (int argc, char **argv)
 {
-  const char *sub = argc > 1 ? argv[1] : "";
+  struct options o = { 0 };
+  const struct command *cmd;
+  int used, r;
 
-  if (strcmp (sub, "list") == 0) {
-    if (argc != 3) return usage_error ("usage: punchcache volume list POOL");
-    return volume_list (argv[2]);
+  cmd = find_command (argc, argv, &used);
+  if (cmd == NULL && strcmp (argv[0], "volume") == 0 && argc > 1 &&
+      (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0)) {
+    print_help ();
+    return 0;
   }
-  if (strcmp (sub, "add") == 0 || strcmp (sub, "rm") == 0 ||
-      strcmp (sub, "resize") == 0)
-    return volume_change (sub, argc - 2, argv + 2);
-  return usage_error ("expected list, add, rm or resize");
+  if (cmd == NULL && strcmp (argv[0], "volume") == 0)
+    return usage_error ("volume", argc > 1 ? "unknown subcommand '%s' (list, "
+                        "add, rm, resize)" : "missing subcommand%s (list, add,"
+                        " rm, resize)", argc > 1 ? argv[1] : "");
+  if (cmd == NULL)
+    return usage_error (NULL, "unknown command '%s' (create, info, check, "
+                        "volume)", argv[0]);
+  /* getopt sees argv[used-1] as its "program name". */
+  r = parse_command_line (cmd, argc - used + 1, argv + used - 1, &o);
+  if (r >= 0)
+    return r;
+  return cmd->run (cmd, argv + used - 1 + optind, &o);
+}
+
+/* Global options, up to the command word. */
+static int
+parse_global (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  int c;
+
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "+hV", longopts, NULL)) != -1) {
+    if (c == 'h') { print_help (); return 0; }
+    if (c == 'V') {
+      printf ("punchcache %s (pool format %u)\n", PACKAGE_VERSION,
+              PC_FORMAT_VERSION);
+      return 0;
+    }
+    return usage_error (NULL, "unknown option '%s'", argv[optind - 1]);
+  }
+  if (optind >= argc)
+    return usage_error (NULL, "missing command%s", "");
+  return -1;
 }
 
 int
 main (int argc, char **argv)
 {
-  const char *cmd = argc > 1 ? argv[1] : "";
+  int r = parse_global (argc, argv);
 
-  if (argc < 2)
-    return usage_error ("missing command");
-  if (strcmp (cmd, "-h") == 0 || strcmp (cmd, "--help") == 0 ||
-      strcmp (cmd, "help") == 0) {
-    fputs (usage_text, stdout);
-    return 0;
+  if (r < 0)
+    r = run_command (argc - optind, argv + optind);
+  if (fflush (stdout) == EOF || ferror (stdout)) {
+    fprintf (stderr, "punchcache: writing output: %s\n", strerror (errno));
+    return EXIT_FAILURE;
   }
-  if (strcmp (cmd, "-V") == 0 || strcmp (cmd, "--version") == 0) {
-    printf ("punchcache %s (pool format %u)\n", PACKAGE_VERSION,
-            PC_FORMAT_VERSION);
-    return 0;
-  }
-  if (argc > 2 && (strcmp (argv[2], "--help") == 0 ||
-                   strcmp (argv[2], "-h") == 0)) {
-    fputs (usage_text, stdout);
-    return 0;
-  }
-  command = cmd;
-  if (strcmp (cmd, "create") == 0) return cmd_create (argc - 1, argv + 1);
-  if (strcmp (cmd, "info") == 0) return cmd_info (argc - 1, argv + 1);
-  if (strcmp (cmd, "check") == 0) return cmd_check (argc - 1, argv + 1);
-  if (strcmp (cmd, "volume") == 0) return cmd_volume (argc - 1, argv + 1);
-  if (strcmp (cmd, "volumes") == 0 && argc == 3) return volume_list (argv[2]);
-  command = "";
-  return usage_error ("unknown command (create, info, check, volume)");
+  return r;
 }
