@@ -1,48 +1,91 @@
 /* punchcache: the range invalidate lock (shared/exclusive over block ranges).
  *
  * What: the user-space twin of Linux's mapping->invalidate_lock, per block
- * range.  Punches lock their blocks exclusive; reads, writes, extents (and
- * later cache fills) lock them shared.
+ * range instead of per file (SPEC §4).  Punches (trim, zero) lock their
+ * blocks exclusive; reads, writes, extents (and later cache fills) lock them
+ * shared.  The same object also serves as the per-block allocation lock.
  *
  * Data structure:
  *
- *   block number ──> domain (2^10 blocks) ──hash──> shard (64 per lock)
- *   shard: { mutex, cond, list of segments in arrival order }
- *   segment: one request's blocks inside one domain, granted or waiting
+ *   block ──> domain = block >> 12 ──hash──> shard (NSHARDS = 64 per lock)
  *
- * A request is split into per-domain segments, acquired in ascending block
- * order; its token holds them (inline for short requests, heap for wide
- * ones).  Why shards and not one interval tree under one mutex: requests on
- * unrelated ranges then touch different mutexes and never contend (I8); a
- * 1024-block domain (64 MiB at 64 KiB blocks) keeps ordinary requests in
- * one segment, while a huge trim costs one segment per domain it covers.
- * Why a list: a shard holds only the in-flight requests that hash to it
- * (a handful), so a linear scan beats any tree.
+ *   shard { mutex; head ⇄ entry ⇄ entry ⇄ ... ⇄ tail }   arrival order
+ *   entry = struct pc_rl_segment: one request's blocks inside one domain,
+ *           granted or waiting; it lives in the requester's token.
  *
- * Invariants:
- *  RL1 Within a shard, no two granted segments overlap unless both are
- *      shared.
- *  RL2 (fairness) A segment is granted only when no EARLIER segment in its
- *      shard's list, granted or waiting, overlaps it with at least one of
- *      the two exclusive.  FIFO among conflicting requests: a stream of
- *      readers cannot starve a punch, nor punches a reader.
- *  RL3 (no deadlock) Segments of one request are acquired in ascending
- *      domain order, and a segment waits only for earlier segments of its
- *      own domain.  A waiting request holds only domains below the one it
- *      waits in, so every wait chain moves to strictly higher domains or to
- *      granted segments, and ends.
- *  RL4 Segments of disjoint ranges never wait for each other.
+ * A lock call splits [first, first+count) into per-domain segments and
+ * acquires them one by one in ascending block order.  The segments live in
+ * the caller's token: inline for up to PC_RANGE_TOKEN_INLINE segments, on the
+ * heap beyond (-ENOMEM if that fails).
  *
- * Locks: each shard's mutex protects its list and the granted flags; it is
- * held for list manipulation and the conflict scan only, released while
- * waiting (condition variable) and never held across I/O or across two
- * shards.  Callers hold ranges (not mutexes) across I/O.  Stats are
- * atomics.
+ * Why shards: requests on unrelated ranges take different mutexes (SPEC I8,
+ * no global lock on the data path).  Why a plain list per shard: a shard holds
+ * only the in-flight requests of the domains hashed to it (a handful), so a
+ * linear scan is cheaper than any tree, and arrival order, which fairness
+ * needs, comes free.
+ *
+ * Why 2^12-block domains: NBD reads and writes are at most 32 MiB (nbdkit's
+ * limit), i.e. at most 8192 blocks at the smallest block size (4 KiB), so
+ * they span at most 3 domains and always fit the 4 inline segments: the data
+ * path never allocates.  Only trims/zeros (up to 4 GiB per NBD request) may
+ * need heap segments: 256 of them (10 KiB) at 4 KiB blocks, 16 at the
+ * default 64 KiB.  Larger domains would gather more unrelated requests into
+ * one shard; that only costs contention on a mutex held for list work, never
+ * a wait across I/O, so we prefer "no allocation on the data path".
+ *
+ * Invariants (shard mutex held; pc_rangelock_verify checks RL1, RL2, RL5):
+ *  RL1 No two GRANTED entries of a shard overlap unless both are shared.
+ *  RL2 (fairness) An entry is granted if and only if no EARLIER entry in its
+ *      shard's list, granted or waiting, conflicts with it (overlaps it with
+ *      at least one of the two exclusive).  "Only if" gives FIFO among
+ *      conflicting requests: a stream of readers cannot starve a punch (nor
+ *      punches a reader).  "If" means no lost wake-up: RL2 implies RL1.
+ *      Entries are only appended, so the earlier set of an entry only
+ *      shrinks; hence RL2 is kept by checking an entry when it is appended
+ *      and, when an entry is removed, re-checking the later waiting entries
+ *      that conflicted with it (no other entry's answer can change).
+ *  RL3 (no deadlock) Segments of one request are acquired in ascending block
+ *      order, one at a time, and a segment waits only for conflicting, hence
+ *      overlapping, hence same-domain earlier entries.  If request A waits in
+ *      domain d for request B, then either B's entry is granted, so B holds
+ *      domain d and is either running (it will unlock) or waiting in a domain
+ *      > d; or B's entry is waiting too, in domain d, earlier in the list.
+ *      So along any wait-for chain the pair (domain, -list position) strictly
+ *      increases: there is no cycle, and every chain ends at a running holder.
+ *      (Two domains of one request may share a shard; their segments never
+ *      overlap, so a request never waits for itself.)
+ *  RL4 Disjoint ranges never wait for each other (waiting needs overlap).
+ *  RL5 Lists are well formed: prev/next consistent, head/tail/nentries agree,
+ *      each entry lies inside one domain hashed to its shard, and a waiting
+ *      entry has its waiter's condition variable set.
+ *
+ * Fairness is per domain, not global: a wide exclusive request still
+ * waiting in domain d may find, once it reaches domain d+1, a later shared
+ * request already granted there; it then queues behind it, and from then on
+ * later arrivals queue behind it.  Nobody starves.
+ *
+ * Waiting: each waiter has its own condition variable (on its stack, set in
+ * its entry while it waits).  The releaser grants the entries that became
+ * grantable (RL2) and signals exactly those waiters: no thundering herd, and
+ * a woken waiter never re-checks anything (its granted flag was set for it).
+ *
+ * Locks: shard->mutex protects the shard's list, nentries, and every listed
+ * entry's prev/next/granted/wake.  It is held for list manipulation and the
+ * conflict scans only: released while waiting (pthread_cond_wait), never
+ * held across I/O nor together with another shard's mutex.  Range holders
+ * hold no mutex.  Stats are relaxed atomics, no lock.  Lock order of range
+ * lock objects between each other: lib/LOCKING.
+ *
+ * Token life: the token must not move (be copied) between lock and unlock,
+ * since tok->segs may point into it.  On any error nothing is held and the
+ * token is left empty (unlock on it is a no-op).
  */
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,32 +93,97 @@
 
 #include "punchcache/rangelock.h"
 
-#define DOMAIN_BITS 10
-#define NSHARDS 64
+#define DOMAIN_BITS 12
+#define DOMAIN_BLOCKS (UINT64_C (1) << DOMAIN_BITS)
+#define SHARD_BITS 6
+#define NSHARDS (1u << SHARD_BITS)
+/* Refuse absurd ranges (> 2^36 blocks = 4 PiB at 64 KiB blocks) with
+ * -ENOMEM rather than try a multi-GiB token allocation. */
+#define MAX_SEGS (UINT64_C (1) << 24)
 
 struct pc_rl_segment {
-  struct pc_rl_segment *prev, *next;
-  uint64_t first, count;        /* blocks, inside one domain */
+  struct pc_rl_segment *prev, *next;  /* shard list, arrival order */
+  pthread_cond_t *wake;               /* waiter's cond while waiting */
+  uint64_t first;                     /* first block */
+  uint32_t count;                     /* 1 .. DOMAIN_BLOCKS, same domain */
+  uint16_t shard;
   bool exclusive;
   bool granted;
-  uint16_t shard;
 };
 
-#define INLINE_SEGS \
-  (sizeof ((struct pc_range_token *) 0)->inline_space / (sizeof (struct pc_rl_segment)))
-_Static_assert (sizeof ((struct pc_range_token *) 0)->inline_space >=
-                2 * sizeof (struct pc_rl_segment), "token too small");
+_Static_assert (PC_RANGE_TOKEN_INLINE * sizeof (struct pc_rl_segment)
+               <= sizeof ((struct pc_range_token *) 0)->inline_space,
+               "inline segments must fit the token's inline_space");
+_Static_assert (_Alignof (struct pc_rl_segment) <= _Alignof (uint64_t),
+               "inline_space is not aligned enough for segments");
 
 struct shard {
   pthread_mutex_t mutex;
-  pthread_cond_t cond;
-  struct pc_rl_segment *head, *tail;
-} __attribute__ ((aligned (64)));
+  struct pc_rl_segment *head, *tail;  /* protected by mutex */
+  uint64_t nentries;                  /* protected by mutex */
+} __attribute__ ((aligned (64)));     /* one cache line each */
+
+struct stats {
+  _Atomic uint64_t acquired[2], waits[2], wait_ns[2];  /* [exclusive] */
+};
 
 struct pc_rangelock {
   struct shard shards[NSHARDS];
-  struct pc_rangelock_stats stats;  /* atomics */
+  struct stats stats;
 };
+
+/* ---- small helpers ---- */
+
+static void
+shard_lock (struct shard *sh)
+{
+  pthread_mutex_lock (&sh->mutex);
+}
+
+static void
+shard_unlock (struct shard *sh)
+{
+  pthread_mutex_unlock (&sh->mutex);
+}
+
+static unsigned
+shard_of (uint64_t block)
+{
+  uint64_t domain = block >> DOMAIN_BITS;
+
+  return (unsigned) ((domain * UINT64_C (0x9E3779B97F4A7C15))
+                     >> (64 - SHARD_BITS));
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static bool
+conflicts (const struct pc_rl_segment *a, const struct pc_rl_segment *b)
+{
+  return (a->exclusive || b->exclusive) &&
+    a->first < b->first + b->count && b->first < a->first + a->count;
+}
+
+/* RL2: true if no earlier entry conflicts with s.  (shard mutex held) */
+static bool
+grantable (const struct pc_rl_segment *s)
+{
+  const struct pc_rl_segment *e;
+
+  for (e = s->prev; e != NULL; e = e->prev)
+    if (conflicts (e, s))
+      return false;
+  return true;
+}
+
+/* ---- create / destroy ---- */
 
 int
 pc_rangelock_create (struct pc_rangelock **out)
@@ -86,80 +194,104 @@ pc_rangelock_create (struct pc_rangelock **out)
   if (posix_memalign ((void **) &l, 64, sizeof *l) != 0)
     return -ENOMEM;
   memset (l, 0, sizeof *l);
-  for (i = 0; i < NSHARDS; i++) {
+  for (i = 0; i < NSHARDS; i++)
     pthread_mutex_init (&l->shards[i].mutex, NULL);
-    pthread_cond_init (&l->shards[i].cond, NULL);
-  }
   *out = l;
   return 0;
 }
 
+/* The caller guarantees nobody holds or waits for a range. */
 void
 pc_rangelock_destroy (struct pc_rangelock *l)
 {
   unsigned i;
 
-  if (l == NULL) return;
-  for (i = 0; i < NSHARDS; i++) {
+  if (l == NULL)
+    return;
+  for (i = 0; i < NSHARDS; i++)
     pthread_mutex_destroy (&l->shards[i].mutex);
-    pthread_cond_destroy (&l->shards[i].cond);
-  }
   free (l);
 }
 
-static unsigned
-shard_of (uint64_t block)
+/* ---- shard lists (shard mutex held) ---- */
+
+static void
+list_append (struct shard *sh, struct pc_rl_segment *s)
 {
-  uint64_t domain = block >> DOMAIN_BITS;
-  return (unsigned) ((domain * UINT64_C (0x9E3779B97F4A7C15)) >> 58);
+  s->next = NULL;
+  s->prev = sh->tail;
+  if (sh->tail)
+    sh->tail->next = s;
+  else
+    sh->head = s;
+  sh->tail = s;
+  sh->nentries++;
 }
 
-static bool
-conflicts (const struct pc_rl_segment *a, const struct pc_rl_segment *b)
+static void
+list_remove (struct shard *sh, struct pc_rl_segment *s)
 {
-  return (a->exclusive || b->exclusive) &&
-    a->first < b->first + b->count && b->first < a->first + a->count;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    sh->head = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  else
+    sh->tail = s->prev;
+  sh->nentries--;
 }
 
-/* RL2: may s be granted?  (shard mutex held) */
-static bool
-can_grant (const struct pc_rl_segment *s)
+/* RL2 after removing 'gone' (already unlinked; its next pointer still
+ * names its old successor): only later waiting entries that conflicted
+ * with it can have become grantable. */
+static void
+grant_successors (const struct pc_rl_segment *gone,
+                  struct pc_rl_segment *from)
 {
-  const struct pc_rl_segment *e;
+  struct pc_rl_segment *e;
 
-  for (e = s->prev; e != NULL; e = e->prev)
-    if (conflicts (e, s))
-      return false;
-  return true;
+  for (e = from; e != NULL; e = e->next)
+    if (!e->granted && conflicts (e, gone) && grantable (e)) {
+      e->granted = true;
+      pthread_cond_signal (e->wake);
+    }
 }
 
+/* ---- acquire / release one segment ---- */
+
+/* Called with the shard mutex held and s not grantable; blocks until a
+ * releaser grants s (RL2), unlocks.  Returns the ns spent waiting, plus one
+ * so that a wait never counts as "did not wait". */
 static uint64_t
-now_ns (void)
+wait_granted (struct shard *sh, struct pc_rl_segment *s)
 {
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  pthread_cond_t cond;
+  uint64_t t0 = now_ns ();
+
+  pthread_cond_init (&cond, NULL);
+  s->wake = &cond;
+  while (!s->granted)
+    pthread_cond_wait (&cond, &sh->mutex);
+  s->wake = NULL;
+  shard_unlock (sh);
+  pthread_cond_destroy (&cond);   /* nobody signals a granted entry */
+  return now_ns () - t0 + 1;
 }
 
-/* Returns true if the acquisition had to wait. */
-static bool
+/* Returns the ns spent waiting (0: granted at once). */
+static uint64_t
 acquire_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
 {
   struct shard *sh = &l->shards[s->shard];
-  bool waited = false;
 
-  pthread_mutex_lock (&sh->mutex);
-  s->next = NULL;
-  s->prev = sh->tail;
-  if (sh->tail) sh->tail->next = s; else sh->head = s;
-  sh->tail = s;
-  while (!can_grant (s)) {
-    waited = true;
-    pthread_cond_wait (&sh->cond, &sh->mutex);
-  }
-  s->granted = true;
-  pthread_mutex_unlock (&sh->mutex);
-  return waited;
+  shard_lock (sh);
+  list_append (sh, s);
+  s->granted = grantable (s);
+  if (!s->granted)
+    return wait_granted (sh, s);
+  shard_unlock (sh);
+  return 0;
 }
 
 static void
@@ -167,32 +299,34 @@ release_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
 {
   struct shard *sh = &l->shards[s->shard];
 
-  pthread_mutex_lock (&sh->mutex);
-  if (s->prev) s->prev->next = s->next; else sh->head = s->next;
-  if (s->next) s->next->prev = s->prev; else sh->tail = s->prev;
-  pthread_cond_broadcast (&sh->cond);
-  pthread_mutex_unlock (&sh->mutex);
+  shard_lock (sh);
+  list_remove (sh, s);
+  grant_successors (s, s->next);
+  shard_unlock (sh);
 }
+
+/* ---- lock / unlock ---- */
 
 /* Split [first, first+count) into per-domain segments in tok. */
 static int
 split (struct pc_range_token *tok, uint64_t first, uint64_t count,
        bool exclusive)
 {
-  uint64_t last = first + count - 1;
-  uint64_t n = (last >> DOMAIN_BITS) - (first >> DOMAIN_BITS) + 1, i;
-  uint64_t b = first;
+  uint64_t last = first + count - 1, b = first, n, i;
 
+  n = (last >> DOMAIN_BITS) - (first >> DOMAIN_BITS) + 1;
+  if (n > MAX_SEGS)
+    return -ENOMEM;
   tok->segs = (struct pc_rl_segment *) tok->inline_space;
-  if (n > INLINE_SEGS) {
-    tok->segs = calloc (n, sizeof *tok->segs);
-    if (tok->segs == NULL) return -ENOMEM;
-  }
+  if (n > PC_RANGE_TOKEN_INLINE &&
+      (tok->segs = calloc (n, sizeof *tok->segs)) == NULL)
+    return -ENOMEM;
   for (i = 0; i < n; i++) {
-    uint64_t dend = ((b >> DOMAIN_BITS) + 1) << DOMAIN_BITS;
-    uint64_t e = dend - 1 < last ? dend - 1 : last;
+    uint64_t e = b | (DOMAIN_BLOCKS - 1);  /* last block of b's domain */
+    if (e > last)
+      e = last;
     tok->segs[i] = (struct pc_rl_segment) {
-      .first = b, .count = e - b + 1, .exclusive = exclusive,
+      .first = b, .count = (uint32_t) (e - b + 1), .exclusive = exclusive,
       .shard = (uint16_t) shard_of (b),
     };
     b = e + 1;
@@ -201,36 +335,40 @@ split (struct pc_range_token *tok, uint64_t first, uint64_t count,
   return 0;
 }
 
+static void
+count_acquisition (struct pc_rangelock *l, bool exclusive, uint64_t ns)
+{
+  struct stats *st = &l->stats;
+
+  atomic_fetch_add_explicit (&st->acquired[exclusive], 1,
+                             memory_order_relaxed);
+  if (ns == 0)
+    return;
+  atomic_fetch_add_explicit (&st->waits[exclusive], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit (&st->wait_ns[exclusive], ns,
+                             memory_order_relaxed);
+}
+
 static int
 lock_range (struct pc_rangelock *l, struct pc_range_token *tok,
             uint64_t first, uint64_t count, bool exclusive)
 {
-  uint64_t t0 = 0;
-  bool waited = false;
+  uint64_t ns = 0;
   unsigned i;
   int r;
 
+  *tok = (struct pc_range_token) {
+    .lock = l, .first = first, .count = count, .exclusive = exclusive,
+  };
   if (count == 0 || first + count < first)
     return -EINVAL;
-  tok->lock = l;
-  tok->first = first;
-  tok->count = count;
-  tok->exclusive = exclusive;
-  if ((r = split (tok, first, count, exclusive)) < 0)
+  if ((r = split (tok, first, count, exclusive)) < 0) {
+    tok->segs = NULL;
     return r;
-  for (i = 0; i < tok->nsegs; i++) {            /* RL3: ascending */
-    if (!waited) t0 = now_ns ();
-    waited |= acquire_segment (l, &tok->segs[i]);
   }
-  __atomic_add_fetch (exclusive ? &l->stats.exclusive_acquired
-                      : &l->stats.shared_acquired, 1, __ATOMIC_RELAXED);
-  if (waited) {
-    __atomic_add_fetch (exclusive ? &l->stats.exclusive_waits
-                        : &l->stats.shared_waits, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch (exclusive ? &l->stats.exclusive_wait_ns
-                        : &l->stats.shared_wait_ns, now_ns () - t0,
-                        __ATOMIC_RELAXED);
-  }
+  for (i = 0; i < tok->nsegs; i++)           /* RL3: ascending order */
+    ns += acquire_segment (l, &tok->segs[i]);
+  count_acquisition (l, exclusive, ns);
   return 0;
 }
 
@@ -265,29 +403,79 @@ pc_rangelock_unlock (struct pc_range_token *tok)
 void
 pc_rangelock_get_stats (struct pc_rangelock *l, struct pc_rangelock_stats *out)
 {
-  out->shared_acquired = __atomic_load_n (&l->stats.shared_acquired, __ATOMIC_RELAXED);
-  out->exclusive_acquired = __atomic_load_n (&l->stats.exclusive_acquired, __ATOMIC_RELAXED);
-  out->shared_waits = __atomic_load_n (&l->stats.shared_waits, __ATOMIC_RELAXED);
-  out->exclusive_waits = __atomic_load_n (&l->stats.exclusive_waits, __ATOMIC_RELAXED);
-  out->shared_wait_ns = __atomic_load_n (&l->stats.shared_wait_ns, __ATOMIC_RELAXED);
-  out->exclusive_wait_ns = __atomic_load_n (&l->stats.exclusive_wait_ns, __ATOMIC_RELAXED);
+  struct stats *st = &l->stats;
+
+  *out = (struct pc_rangelock_stats) {
+    .shared_acquired = atomic_load_explicit (&st->acquired[0],
+                                             memory_order_relaxed),
+    .exclusive_acquired = atomic_load_explicit (&st->acquired[1],
+                                                memory_order_relaxed),
+    .shared_waits = atomic_load_explicit (&st->waits[0], memory_order_relaxed),
+    .exclusive_waits = atomic_load_explicit (&st->waits[1],
+                                             memory_order_relaxed),
+    .shared_wait_ns = atomic_load_explicit (&st->wait_ns[0],
+                                            memory_order_relaxed),
+    .exclusive_wait_ns = atomic_load_explicit (&st->wait_ns[1],
+                                               memory_order_relaxed),
+  };
+}
+
+/* ---- verify ---- */
+
+/* RL5 for one entry, and RL2 (which implies RL1). */
+static bool
+entry_ok (const struct pc_rl_segment *e, unsigned shard)
+{
+  if (e->count == 0 || e->count > DOMAIN_BLOCKS ||
+      (e->first >> DOMAIN_BITS) != ((e->first + e->count - 1) >> DOMAIN_BITS))
+    return false;
+  if (e->shard != shard || shard_of (e->first) != shard)
+    return false;
+  if (!e->granted && e->wake == NULL)
+    return false;
+  return e->granted == grantable (e);
+}
+
+/* RL1, checked on its own so a broken RL2 check cannot hide it. */
+static bool
+granted_compatible (const struct pc_rl_segment *a)
+{
+  const struct pc_rl_segment *b;
+
+  for (b = a->next; a->granted && b != NULL; b = b->next)
+    if (b->granted && conflicts (a, b))
+      return false;
+  return true;
+}
+
+/* RL5 links, walking at most nentries + 1 steps (a corrupt list may loop). */
+static bool
+links_ok (const struct shard *sh)
+{
+  const struct pc_rl_segment *e, *prev = NULL;
+  uint64_t n = 0;
+
+  for (e = sh->head; e != NULL && n <= sh->nentries; prev = e, e = e->next) {
+    if (e->prev != prev)
+      return false;
+    n++;
+  }
+  return e == NULL && n == sh->nentries && sh->tail == prev;
 }
 
 static int
-verify_shard (struct shard *sh)
+verify_shard (struct shard *sh, unsigned shard)
 {
-  struct pc_rl_segment *a, *b, *prev = NULL;
+  const struct pc_rl_segment *e;
   int r = 0;
 
-  pthread_mutex_lock (&sh->mutex);
-  for (a = sh->head; a != NULL; prev = a, a = a->next) {
-    if (a->prev != prev) r = -EUCLEAN;           /* links */
-    if (a->granted)
-      for (b = a->next; b != NULL; b = b->next)
-        if (b->granted && conflicts (a, b)) r = -EUCLEAN;   /* RL1 */
-  }
-  if (sh->tail != prev) r = -EUCLEAN;
-  pthread_mutex_unlock (&sh->mutex);
+  shard_lock (sh);
+  if (!links_ok (sh))
+    r = -EUCLEAN;
+  for (e = sh->head; r == 0 && e != NULL; e = e->next)
+    if (!entry_ok (e, shard) || !granted_compatible (e))
+      r = -EUCLEAN;
+  shard_unlock (sh);
   return r;
 }
 
@@ -298,6 +486,7 @@ pc_rangelock_verify (struct pc_rangelock *l)
   int r = 0;
 
   for (i = 0; i < NSHARDS; i++)
-    if (verify_shard (&l->shards[i]) < 0) r = -EUCLEAN;
+    if (verify_shard (&l->shards[i], i) < 0)
+      r = -EUCLEAN;
   return r;
 }
