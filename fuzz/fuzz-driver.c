@@ -19,9 +19,36 @@
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
-#define MAXP 6
+#define MAXP 8
 static uint8_t seeds[3][MAXP * PC_PAGE_SIZE];
 static size_t seed_len[3];
+
+static int
+count_pages (void *opaque, uint32_t page_no, const void *image)
+{
+  (*(unsigned *) opaque)++;
+  return 0;
+}
+
+/* The seeds must be valid, or the run would only fuzz the first checks. */
+static void
+check_seeds (void)
+{
+  struct pc_superblock sb;
+  struct pc_volume_entry e;
+  struct pc_journal_scan_result res;
+  unsigned n = 0;
+
+  if (pc_sb_decode (seeds[0], &sb, NULL, 0) < 0 ||
+      pc_meta_page_check (seeds[1], 0, NULL, 0) < 0 ||
+      pc_vol_entry_decode (seeds[1], 7, &e, NULL, 0) < 0 ||
+      strcmp (e.name, "vol") != 0 ||
+      pc_journal_scan (seeds[2], MAXP, 0, 9, 6, count_pages, &n, &res) < 0 ||
+      res.ntxns != 2 || n != 3) {
+    fprintf (stderr, "fuzz-pool: a seed input is not valid\n");
+    exit (1);
+  }
+}
 
 static void
 make_seeds (void)
@@ -29,7 +56,7 @@ make_seeds (void)
   struct pc_superblock sb = { .generation = 3, .journal_seq = 9 };
   struct pc_volume_entry e = { .name = "vol", .size = 1 << 20, .flags = PC_VOL_IN_USE };
   uint8_t img[2 * PC_PAGE_SIZE] = { 0 };
-  uint32_t nos[2] = { 1, 5 };
+  uint32_t nos[2] = { 1, 5 }, two = 2;
 
   pc_layout_for_nblocks (5000, 65536, &sb);
   pc_sb_encode (&sb, seeds[0]);
@@ -37,11 +64,15 @@ make_seeds (void)
   pc_vol_entry_encode (&e, seeds[1], 7);
   pc_meta_page_seal (seeds[1], 0);
   seed_len[1] = PC_PAGE_SIZE;
+  /* Journal: seq 9 (pages 1 and 5) at page 0, seq 10 (page 2) at page 4. */
   pc_rmap_put (img + PC_PAGE_SIZE, 3, pc_rmap_make (1, 77));
   pc_meta_page_seal (img, 1);
   pc_meta_page_seal (img + PC_PAGE_SIZE, 5);
   pc_journal_encode (9, 2, nos, img, seeds[2]);
-  seed_len[2] = 4 * PC_PAGE_SIZE;
+  pc_meta_page_seal (img, 2);
+  pc_journal_encode (10, 1, &two, img, seeds[2] + 4 * PC_PAGE_SIZE);
+  seed_len[2] = 7 * PC_PAGE_SIZE;
+  check_seeds ();
 }
 
 static uint64_t rng = 88172645463325252u;
@@ -80,6 +111,8 @@ main (int argc, char **argv)
   time_t t0 = time (NULL);
   uint8_t *buf = malloc (MAXP * PC_PAGE_SIZE);
 
+  if (buf == NULL)
+    return 1;
   make_seeds ();
   for (i = 0; i < 3; i++)
     LLVMFuzzerTestOneInput (seeds[i], seed_len[i]);

@@ -17,6 +17,23 @@
  *   meta_offset   = 2 pages; journal follows the metadata area;
  *   data_offset   = journal end rounded up to max(block_size, 1 MiB)
  *   total_bytes   = data_offset + nblocks * block_size
+ *   with 1 <= nblocks <= 2^48 and total_bytes <= INT64_MAX (an off_t), else
+ *   -EINVAL.  pc_layout_for_device picks the largest nblocks whose
+ *   total_bytes fits the device (binary search: total_bytes is strictly
+ *   increasing in nblocks).
+ *
+ * Checksums (exactly):
+ *   superblock, journal descriptor and commit pages:
+ *     crc32c(0, page with its 4-byte crc field as zero, 4096)
+ *   metadata page number n:
+ *     crc32c(crc32c(0, le32(n), 4), page + 4, 4092)
+ *   so the stored page number (bytes 4..7) is covered as well as seeded.
+ *
+ * Strictness: decoders accept exactly what the encoders write.  Beyond the
+ * format.h field rules, a volume entry's name bytes after the NUL must be
+ * zero and an in-use volume's size must be non-zero (the store refuses
+ * size 0 too); an entry with flags 0 is valid only if all its 64 bytes are
+ * zero (otherwise it is damage, -EUCLEAN).
  *
  * Invariants:
  *  F1 Decoders never read outside the page they are given and never trust
@@ -31,6 +48,7 @@
  */
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -46,6 +64,7 @@
 #define SB_USED_BYTES 120
 #define VOL_ENTRY_SIZE 64
 #define META_HDR 8
+#define PC_MAX_NBLOCKS (UINT64_C (1) << 48)
 
 static int bad (char *why, size_t len, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
@@ -89,49 +108,72 @@ pc_journal_pages_for (uint64_t meta_pages)
   return (uint32_t) j;
 }
 
-int
-pc_layout_for_nblocks (uint64_t nblocks, uint32_t block_size,
-                       struct pc_superblock *sb)
-{
-  uint64_t align, jend;
-
-  if (nblocks == 0 || nblocks > (UINT64_C (1) << 48) ||
-      !valid_block_size (block_size) ||
-      nblocks > (UINT64_MAX / 2) / block_size)        /* F2: no overflow */
-    return -EINVAL;
-  sb->block_size = block_size;
-  sb->nblocks = nblocks;
-  sb->meta_offset = 2 * PC_PAGE_SIZE;
-  sb->meta_pages = pc_meta_pages_for (nblocks);
-  sb->journal_pages = pc_journal_pages_for (sb->meta_pages);
-  sb->journal_offset = sb->meta_offset + sb->meta_pages * PC_PAGE_SIZE;
-  align = block_size > MIB ? block_size : MIB;
-  jend = sb->journal_offset + (uint64_t) sb->journal_pages * PC_PAGE_SIZE;
-  sb->data_offset = (jend + align - 1) / align * align;
-  sb->total_bytes = sb->data_offset + nblocks * block_size;
-  return 0;
-}
-
-int
-pc_layout_for_device (uint64_t device_bytes, uint32_t block_size,
-                      struct pc_superblock *sb)
+/* The largest block count for block_size: nblocks <= 2^48 (the reverse map
+ * and the superblock bound it) and nblocks * block_size <= INT64_MAX, so
+ * every pool offset fits in an off_t.  0 if block_size is invalid. */
+static uint64_t
+max_nblocks (uint32_t block_size)
 {
   uint64_t n;
 
   if (!valid_block_size (block_size))
+    return 0;
+  n = (uint64_t) INT64_MAX / block_size;
+  return n < PC_MAX_NBLOCKS ? n : PC_MAX_NBLOCKS;
+}
+
+int
+pc_layout_for_nblocks (uint64_t nblocks, uint32_t block_size,
+                       struct pc_superblock *sb)
+{
+  uint64_t align, meta, jend, data_offset;
+  uint32_t jpages;
+
+  if (nblocks == 0 || nblocks > max_nblocks (block_size))
     return -EINVAL;
-  n = device_bytes / block_size;
-  if (n > (UINT64_C (1) << 48)) n = UINT64_C (1) << 48;
-  while (n > 0) {
-    uint64_t over;
-    if (pc_layout_for_nblocks (n, block_size, sb) < 0)
-      return -EINVAL;
-    if (sb->total_bytes <= device_bytes)
-      return 0;
-    over = (sb->total_bytes - device_bytes + block_size - 1) / block_size;
-    n = n > over ? n - over : 0;
+  meta = pc_meta_pages_for (nblocks);          /* < 2^40: no overflow below */
+  jpages = pc_journal_pages_for (meta);
+  align = block_size > MIB ? block_size : MIB;
+  jend = 2 * PC_PAGE_SIZE + (meta + jpages) * PC_PAGE_SIZE;
+  data_offset = (jend + align - 1) / align * align;
+  if (data_offset > (uint64_t) INT64_MAX - nblocks * block_size)
+    return -EINVAL;                                      /* F2 */
+  sb->block_size = block_size;
+  sb->nblocks = nblocks;
+  sb->meta_offset = 2 * PC_PAGE_SIZE;
+  sb->meta_pages = meta;
+  sb->journal_pages = jpages;
+  sb->journal_offset = sb->meta_offset + meta * PC_PAGE_SIZE;
+  sb->data_offset = data_offset;
+  sb->total_bytes = data_offset + nblocks * block_size;
+  return 0;
+}
+
+/* total_bytes grows strictly with nblocks (every layout term is
+ * non-decreasing in it), so a binary search finds the largest count that
+ * fits: at most ~48 steps. */
+int
+pc_layout_for_device (uint64_t device_bytes, uint32_t block_size,
+                      struct pc_superblock *sb)
+{
+  uint64_t lo = 0, hi, mid;           /* lo fits (0 = none yet); hi+1 does not */
+
+  if (!valid_block_size (block_size))
+    return -EINVAL;
+  hi = device_bytes / block_size;
+  if (hi > max_nblocks (block_size))
+    hi = max_nblocks (block_size);
+  while (lo < hi) {
+    mid = lo + (hi - lo + 1) / 2;
+    if (pc_layout_for_nblocks (mid, block_size, sb) == 0 &&
+        sb->total_bytes <= device_bytes)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
-  return -ENOSPC;
+  if (lo == 0)
+    return -ENOSPC;
+  return pc_layout_for_nblocks (lo, block_size, sb);
 }
 
 /* ---- superblock ---- */
@@ -205,8 +247,9 @@ sb_check_layout (const struct pc_superblock *sb, char *why, size_t whylen)
     return bad (why, whylen, "block size %" PRIu32 " is not a power of two "
                 "from 4096 to 1048576", sb->block_size);
   if (pc_layout_for_nblocks (sb->nblocks, sb->block_size, &l) < 0)
-    return bad (why, whylen, "block count %" PRIu64 " is out of range",
-                sb->nblocks);
+    return bad (why, whylen, "block count %" PRIu64 " is out of range "
+                "(1 to %" PRIu64 " blocks of %" PRIu32 " bytes)",
+                sb->nblocks, max_nblocks (sb->block_size), sb->block_size);
   LAYOUT_FIELD (meta_offset);
   LAYOUT_FIELD (meta_pages);
   LAYOUT_FIELD (journal_pages);
@@ -282,10 +325,12 @@ pc_meta_page_check (const void *page, uint32_t page_no,
   if (all_zero (p, PC_PAGE_SIZE))                /* F4 */
     return 0;
   if (pc_get_le32 (p + 4) != page_no)
-    return bad (why, whylen, "it carries page number %" PRIu32,
-                pc_get_le32 (p + 4));
+    return bad (why, whylen, "it carries page number %" PRIu32
+                " instead of %" PRIu32, pc_get_le32 (p + 4), page_no);
   if (pc_get_le32 (p) != meta_crc (p, page_no))
-    return bad (why, whylen, "checksum mismatch");
+    return bad (why, whylen, "checksum mismatch (stored 0x%08" PRIx32
+                ", computed 0x%08" PRIx32 ")", pc_get_le32 (p),
+                meta_crc (p, page_no));
   return 0;
 }
 
@@ -307,17 +352,54 @@ pc_vol_name_valid (const char *name)
   return 1;
 }
 
+/* Index out of range: a programming error; asserted in debug builds and
+ * otherwise ignored (nothing outside the page is touched, F1). */
 void
 pc_vol_entry_encode (const struct pc_volume_entry *e, void *page, unsigned idx)
 {
   uint8_t *p = (uint8_t *) page + META_HDR + (size_t) idx * VOL_ENTRY_SIZE;
 
+  assert (idx < PC_VOLS_PER_PAGE);
+  if (idx >= PC_VOLS_PER_PAGE)
+    return;
   memset (p, 0, VOL_ENTRY_SIZE);
   if (!(e->flags & PC_VOL_IN_USE))
-    return;
+    return;                                      /* F4: unused = all zero */
   memcpy (p, e->name, strnlen (e->name, PC_VOL_NAME_MAX));
   pc_put_le64 (p + 48, e->size);
-  pc_put_le32 (p + 56, e->flags);
+  pc_put_le32 (p + 56, PC_VOL_IN_USE);
+}
+
+/* Replace bytes outside printable ASCII by '?'. */
+static void
+printable (char *s)
+{
+  for (; *s; s++)
+    if (*s < 0x20 || *s > 0x7e)
+      *s = '?';
+}
+
+/* The name field: NUL-terminated within 48 bytes, valid, zero after the
+ * NUL.  Copies it into e->name. */
+static int
+vol_name_check (const uint8_t *p, struct pc_volume_entry *e,
+                char *why, size_t whylen)
+{
+  const uint8_t *nul = memchr (p, 0, PC_VOL_NAME_MAX + 1);
+  size_t len;
+
+  if (nul == NULL)
+    return bad (why, whylen, "volume name is not NUL-terminated within %u "
+                "bytes", PC_VOL_NAME_MAX + 1);
+  len = (size_t) (nul - p);
+  memcpy (e->name, p, len + 1);
+  if (!pc_vol_name_valid (e->name)) {
+    printable (e->name);                         /* it goes to a terminal */
+    return bad (why, whylen, "invalid volume name '%s'", e->name);
+  }
+  if (!all_zero (nul, PC_VOL_NAME_MAX + 1 - len))
+    return bad (why, whylen, "volume '%s' has junk after its name", e->name);
+  return 0;
 }
 
 int
@@ -325,41 +407,50 @@ pc_vol_entry_decode (const void *page, unsigned idx,
                      struct pc_volume_entry *e, char *why, size_t whylen)
 {
   const uint8_t *p;
+  int r;
 
   memset (e, 0, sizeof *e);
   if (idx >= PC_VOLS_PER_PAGE)
-    return bad (why, whylen, "entry index %u out of range", idx);
+    return bad (why, whylen, "entry index %u out of range (0 to %u)", idx,
+                PC_VOLS_PER_PAGE - 1);
   p = (const uint8_t *) page + META_HDR + (size_t) idx * VOL_ENTRY_SIZE;
   if (all_zero (p, VOL_ENTRY_SIZE))              /* F4: unused */
     return 0;
-  e->flags = pc_get_le32 (p + 56);
-  e->size = pc_get_le64 (p + 48);
-  if (e->flags != PC_VOL_IN_USE)
-    return bad (why, whylen, "unknown flags 0x%" PRIx32, e->flags);
+  if (pc_get_le32 (p + 56) == 0)
+    return bad (why, whylen, "entry is not in use (flags 0) but not zero");
+  if (pc_get_le32 (p + 56) != PC_VOL_IN_USE)
+    return bad (why, whylen, "unknown flags 0x%" PRIx32, pc_get_le32 (p + 56));
   if (pc_get_le32 (p + 60) != 0)
-    return bad (why, whylen, "reserved field is not zero");
-  if (memchr (p, 0, PC_VOL_NAME_MAX + 1) == NULL)
-    return bad (why, whylen, "name is not NUL-terminated");
-  memcpy (e->name, p, PC_VOL_NAME_MAX + 1);
-  if (!pc_vol_name_valid (e->name) ||
-      !all_zero (p + strlen (e->name), PC_VOL_NAME_MAX + 1 - strlen (e->name)))
-    return bad (why, whylen, "invalid volume name");
+    return bad (why, whylen, "reserved field is 0x%" PRIx32 ", not zero",
+                pc_get_le32 (p + 60));
+  if ((r = vol_name_check (p, e, why, whylen)) < 0)
+    return r;
+  e->size = pc_get_le64 (p + 48);
+  e->flags = PC_VOL_IN_USE;
   if (e->size == 0 || e->size % 512 || e->size > PC_MAX_VOLUME_BYTES)
-    return bad (why, whylen, "volume '%s' has invalid size %" PRIu64,
+    return bad (why, whylen, "volume '%s' has invalid size %" PRIu64
+                " (must be a non-zero multiple of 512, at most 2^60)",
                 e->name, e->size);
   return 0;
 }
 
 /* ---- reverse map ---- */
 
+/* Index out of range: asserted; otherwise reads as free / writes nothing. */
 uint64_t
 pc_rmap_get (const void *page, unsigned idx)
 {
+  assert (idx < PC_RMAP_PER_PAGE);
+  if (idx >= PC_RMAP_PER_PAGE)
+    return 0;
   return pc_get_le64 ((const uint8_t *) page + META_HDR + (size_t) idx * 8);
 }
 
 void
 pc_rmap_put (void *page, unsigned idx, uint64_t entry)
 {
+  assert (idx < PC_RMAP_PER_PAGE);
+  if (idx >= PC_RMAP_PER_PAGE)
+    return;
   pc_put_le64 ((uint8_t *) page + META_HDR + (size_t) idx * 8, entry);
 }

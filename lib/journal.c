@@ -20,6 +20,11 @@
  *     committed transactions and never part of one.
  *  J3 Sequence numbers are consecutive from the superblock's journal_seq:
  *     stale transactions from before a journal restart never match.
+ *  J4 The encoder refuses (-EINVAL) what the scanner would reject (page
+ *     numbers not strictly increasing, an image that is not a valid sealed
+ *     metadata page for its number), so a transaction that was written and
+ *     synced is never silently dropped at replay.  (meta_pages is not known
+ *     here: the store keeps page numbers in range.)
  *
  * Locks: none (pure functions).
  */
@@ -56,8 +61,10 @@ pc_journal_encode (uint64_t seq, uint32_t npages, const uint32_t *page_nos,
 
   if (npages == 0 || npages > PC_TXN_MAX_PAGES)
     return -EINVAL;
-  for (i = 1; i < npages; i++)
-    if (page_nos[i] <= page_nos[i - 1])
+  for (i = 0; i < npages; i++)                          /* J4 */
+    if ((i > 0 && page_nos[i] <= page_nos[i - 1]) ||
+        pc_meta_page_check ((const uint8_t *) images + (size_t) i * PC_PAGE_SIZE,
+                            page_nos[i], NULL, 0) < 0)
       return -EINVAL;
   memset (desc, 0, PC_PAGE_SIZE);
   memcpy (desc, PC_JDESC_MAGIC, 8);

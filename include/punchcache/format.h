@@ -38,7 +38,8 @@
  *   rest      zero
  *
  * Metadata page (volume table and reverse map):
- *   0  u32    crc32c of bytes 4..4095 seeded with the page number
+ *   0  u32    crc32c of bytes 4..4095 seeded with the page number n:
+ *             pc_crc32c (pc_crc32c (0, le32 (n), 4), page + 4, 4092)
  *   4  u32    page number (index in the metadata area)
  *   8  ...    payload
  *   An all-zero page is valid and empty (never written).

@@ -25,8 +25,9 @@ static inline size_t pc_journal_txn_bytes (uint32_t npages)
 
 /* Encode a transaction into buf (pc_journal_txn_bytes(npages) bytes).
  * page_nos must be strictly increasing; images are npages sealed metadata
- * pages, concatenated.  0 or -EINVAL (npages 0 or > PC_TXN_MAX_PAGES, or
- * page numbers not increasing). */
+ * pages, concatenated.  0 or -EINVAL (npages 0 or > PC_TXN_MAX_PAGES,
+ * page numbers not increasing, or an image that fails pc_meta_page_check
+ * for its page number: the scanner would drop such a transaction). */
 int pc_journal_encode (uint64_t seq, uint32_t npages,
                        const uint32_t *page_nos, const void *images,
                        void *buf);
