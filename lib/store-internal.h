@@ -17,6 +17,7 @@
 
 #include "punchcache/alloc.h"
 #include "punchcache/blockmap.h"
+#include "punchcache/cache.h"
 #include "punchcache/format.h"
 #include "punchcache/io.h"
 #include "punchcache/punchcache.h"
@@ -59,6 +60,10 @@ struct pc_pool {
   struct pc_vol_state vols[PC_MAX_VOLUMES];
 
   struct pc_alloc *alloc;
+  struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
+  const char *direct_why;       /* why data I/O is buffered, or NULL */
+  char *stats_path;             /* opts.stats_path, owned copy */
+  uint64_t opened_at_ns;        /* CLOCK_MONOTONIC at open */
 
   /* meta_mutex protects: pages[] (pointers and contents), the dirty set,
    * epoch.  Held for short memory operations only. */
@@ -81,12 +86,19 @@ struct pc_pool {
   bool data_dirty;              /* atomic: data written since last sync */
   uint32_t txn_max;             /* pages per transaction */
 
+  uint64_t stats_written_ns;     /* committer thread only */
+
   pthread_t committer;
   bool committer_running;
   bool committer_stop;          /* under commit_cond_mutex */
   pthread_mutex_t commit_cond_mutex;
   pthread_cond_t commit_cond;
 };
+
+/* stats.c */
+#define PC_DEFAULT_STATS_INTERVAL_MS 2000u
+void pc_stats_tick (struct pc_pool *pool);   /* committer thread */
+uint64_t pc_now_ns (void);                   /* CLOCK_MONOTONIC */
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);

@@ -329,19 +329,30 @@ committer_thread (void *arg)
 {
   struct pc_pool *pool = arg;
   unsigned ms = pool->opts.commit_interval_ms ?: DEFAULT_COMMIT_INTERVAL_MS;
+  unsigned tick = ms;
+  uint64_t last_commit = pc_now_ns ();
 
+  if (pool->stats_path) {
+    unsigned sms = pool->opts.stats_interval_ms ?: PC_DEFAULT_STATS_INTERVAL_MS;
+    if (sms < tick) tick = sms;
+  }
   pthread_mutex_lock (&pool->commit_cond_mutex);
   while (!pool->committer_stop) {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long) (ms % 1000) * 1000000;
+    ts.tv_sec += tick / 1000;
+    ts.tv_nsec += (long) (tick % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
     pthread_cond_timedwait (&pool->commit_cond, &pool->commit_cond_mutex, &ts);
     if (pool->committer_stop)
       break;
     pthread_mutex_unlock (&pool->commit_cond_mutex);
-    pc_store_commit (pool);   /* a failure is sticky and seen by the next I/O */
+    if (!pool->readonly &&
+        pc_now_ns () - last_commit >= (uint64_t) ms * 1000000 - 1000000) {
+      pc_store_commit (pool);   /* a failure is sticky and seen by the next I/O */
+      last_commit = pc_now_ns ();
+    }
+    pc_stats_tick (pool);
     pthread_mutex_lock (&pool->commit_cond_mutex);
   }
   pthread_mutex_unlock (&pool->commit_cond_mutex);
@@ -354,7 +365,7 @@ pc_pool_start (struct pc_pool *pool)
   pthread_condattr_t attr;
   int r;
 
-  if (pool->readonly || pool->committer_running)
+  if ((pool->readonly && pool->stats_path == NULL) || pool->committer_running)
     return 0;
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
@@ -889,6 +900,8 @@ pc_store_free (struct pc_pool *pool)
   free (pool->dirty);
   free (pool->dirty_bits);
   if (pool->alloc) pc_alloc_destroy (pool->alloc);
+  pc_cache_destroy (pool->cache);
+  free (pool->stats_path);
   pc_io_close (&pool->io);
   free (pool->path);
   pthread_mutex_destroy (&pool->vol_mutex);
@@ -908,7 +921,21 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   if (pool == NULL)
     return pc_error (ENOMEM, "out of memory");
   if (opts) pool->opts = *opts;
+  pool->opts.stats_path = NULL;               /* owned copy below */
+  pool->opened_at_ns = pc_now_ns ();
   r = pc_store_load (pool, path, pool->opts.readonly, NULL, NULL);
+  if (r == 0)
+    r = pc_io_open_data (&pool->io, path, pool->opts.direct_io,
+                         &pool->direct_why);
+  if (r == 0 && (r = pc_cache_create (pool->opts.cache_bytes, PC_CACHE_S3FIFO,
+                                      0, &pool->cache)) < 0)
+    r = pc_error (-r, r == -EINVAL
+                  ? "cache budget of %" PRIu64 " bytes is too small (minimum "
+                    "%u)" : "cannot allocate a cache of %" PRIu64 " bytes "
+                  "(minimum %u)", pool->opts.cache_bytes, 2 * PC_CACHE_PAGE);
+  if (r == 0 && opts && opts->stats_path &&
+      (pool->stats_path = strdup (opts->stats_path)) == NULL)
+    r = pc_error (ENOMEM, "out of memory");
   if (r < 0) {
     char msg[512];
     snprintf (msg, sizeof msg, "%s", pc_last_error ());
@@ -935,6 +962,8 @@ pc_pool_close (struct pc_pool *pool)
     if (r == 0) r = journal_reset (pool, pool->next_seq);
     pthread_mutex_unlock (&pool->commit_mutex);
   }
+  if (pool->stats_path)
+    pc_pool_write_stats (pool, pool->stats_path);  /* final figures */
   pc_store_free (pool);
   return r;
 }
@@ -1120,6 +1149,7 @@ remove_locked (struct pc_pool *pool, const char *name)
   v = &pool->vols[slot];
   /* Slot first: if we crash midway, the remaining blocks are unreachable
    * and reclaimed at the next open (ST5). */
+  pc_cache_drop_slot (pool->cache, (unsigned) slot);  /* no I/O in flight */
   v->in_use = false;
   r = write_vol_entry (pool, (unsigned) slot);
   v->in_use = true;
@@ -1156,6 +1186,7 @@ resize_locked (struct pc_pool *pool, const char *name, uint64_t size)
   v->size = size;
   if ((r = write_vol_entry (pool, (unsigned) slot)) < 0)
     return r;
+  pc_cache_drop_slot (pool->cache, (unsigned) slot);  /* not open */
   if (nblocks < v->nblocks && (r = free_blocks_from (pool, v, nblocks)) < 0)
     return r;
   if ((r = pc_blockmap_resize (v->map, nblocks)) < 0)

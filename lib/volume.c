@@ -47,9 +47,16 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "store-internal.h"
+
+_Static_assert (PC_MAX_VOLUMES <= 0xffff, "slot must fit a cache key");
+_Static_assert (PC_MIN_BLOCK_SIZE >= PC_CACHE_PAGE &&
+                PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE <= PC_IO_MAX_IOV,
+                "a block holds 1..PC_IO_MAX_IOV cache pages");
+#define MAX_PAGES (PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE)
 
 /* One block's share of a request. */
 struct piece {
@@ -78,6 +85,14 @@ check_range (struct pc_volume *vol, uint64_t count, uint64_t offset)
                      " is outside volume '%s' (%" PRIu64 " bytes)",
                      count, offset, v->name, v->size);
   return 0;
+}
+
+/* Cache pages touched by [offset, offset+count). */
+static uint64_t
+page_count (uint64_t count, uint64_t offset)
+{
+  return ((offset + count - 1) >> PC_CACHE_PAGE_SHIFT) -
+    (offset >> PC_CACHE_PAGE_SHIFT) + 1;
 }
 
 static int
@@ -145,21 +160,190 @@ race_delay (struct pc_pool *pool)
     usleep (pool->opts.race_delay_us);
 }
 
+/* ---- pool data I/O (O_DIRECT alignment) ---- */
+
+#define ALIGN_DOWN(x) ((x) & ~(uint64_t) (PC_IO_ALIGN - 1))
+#define ALIGN_UP(x) ALIGN_DOWN ((x) + PC_IO_ALIGN - 1)
+
+static bool
+is_aligned (const void *p, uint64_t count, uint64_t off)
+{
+  return (((uintptr_t) p | count | off) & (PC_IO_ALIGN - 1)) == 0;
+}
+
+static void *
+bounce_alloc (uint64_t bytes)
+{
+  void *p;
+  return posix_memalign (&p, PC_IO_ALIGN, bytes) == 0 ? p : NULL;
+}
+
+/* Read count bytes at pool offset off into dst, bypassing the cache.
+ * Under O_DIRECT a misaligned request reads the aligned span around it
+ * into a bounce buffer. */
+static int
+pool_read (struct pc_pool *pool, void *dst, uint64_t count, uint64_t off)
+{
+  uint64_t lo = ALIGN_DOWN (off), hi = ALIGN_UP (off + count);
+  char *b;
+  int r;
+
+  if (!pool->io.direct || is_aligned (dst, count, off))
+    return pc_io_pread_data (&pool->io, dst, count, off);
+  if ((b = bounce_alloc (hi - lo)) == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  r = pc_io_pread_data (&pool->io, b, hi - lo, lo);
+  if (r == 0) memcpy (dst, b + (off - lo), count);
+  free (b);
+  return r;
+}
+
+/* Write count bytes from src at pool offset off.  Under O_DIRECT a
+ * misaligned request is widened to whole 4 KiB pages: the edge pages are
+ * read first (read-modify-write; the caller holds the block's allocation
+ * lock exclusive so two such writes cannot lose each other's bytes), or,
+ * when fresh (a just-punched block), are known to be zeros. */
+static int
+pool_write (struct pc_pool *pool, const void *src, uint64_t count,
+            uint64_t off, bool fresh)
+{
+  uint64_t lo = ALIGN_DOWN (off), hi = ALIGN_UP (off + count);
+  bool head = off != lo, tail = off + count != hi;
+  char *b;
+  int r = 0;
+
+  if (!pool->io.direct || is_aligned (src, count, off))
+    return pc_io_pwrite_data (&pool->io, src, count, off);
+  if ((b = bounce_alloc (hi - lo)) == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  if (fresh)
+    memset (b, 0, hi - lo);
+  else {
+    if (head)
+      r = pc_io_pread_data (&pool->io, b, PC_IO_ALIGN, lo);
+    if (r == 0 && tail && !(head && hi - lo == PC_IO_ALIGN))
+      r = pc_io_pread_data (&pool->io, b + (hi - lo - PC_IO_ALIGN),
+                            PC_IO_ALIGN, hi - PC_IO_ALIGN);
+  }
+  if (r == 0) {
+    memcpy (b + (off - lo), src, count);
+    r = pc_io_pwrite_data (&pool->io, b, hi - lo, lo);
+  }
+  free (b);
+  return r;
+}
+
+/* Does writing this piece need a read-modify-write of the pool? */
+static bool
+needs_rmw (struct pc_pool *pool, const struct piece *pc, const void *src)
+{
+  return pool->io.direct && src != NULL &&
+    ((pc->off | pc->len) & (PC_IO_ALIGN - 1)) != 0;
+}
+
 /* ---- read ---- */
+
+static uint64_t
+page_key (struct pc_volume *vol, uint64_t lblock, uint32_t page)
+{
+  return PC_CACHE_KEY (vol->slot,
+                       (lblock << (vol->pool->block_shift - PC_CACHE_PAGE_SHIFT))
+                       + page);
+}
+
+enum page_state { PAGE_DONE, PAGE_FILL, PAGE_BOUNCE };
+
+/* Read a piece of a mapped block through the cache (SPEC §2).  Pass 1
+ * copies hits and reserves the misses; pass 2 reads each run of
+ * consecutive misses with one scatter read straight into the reserved
+ * cache pages (bounce pages where no reservation was possible), copies
+ * them out and publishes them.  The caller holds the invalidate lock
+ * shared over the block from its map lookup to here, so no punch can
+ * unmap it or drop the cache between our pool read and our insert.
+ * dst == NULL: prefetch (fill only). */
+static int
+read_cached (struct pc_volume *vol, const struct piece *pc, uint64_t pb,
+             char *dst)
+{
+  struct pc_pool *pool = vol->pool;
+  struct pc_cache *cache = pool->cache;
+  uint32_t p0 = pc->off >> PC_CACHE_PAGE_SHIFT;
+  uint32_t p1 = (pc->off + pc->len - 1) >> PC_CACHE_PAGE_SHIFT;
+  struct pc_cache_ticket t[MAX_PAGES];
+  uint8_t state[MAX_PAGES];
+  struct iovec iov[MAX_PAGES];
+  char *bounce = NULL;
+  uint32_t p, q, k;
+  int r = 0, rr;
+
+  for (p = p0; p <= p1; p++) {
+    uint32_t pstart = p << PC_CACHE_PAGE_SHIFT;
+    uint32_t lo = pc->off > pstart ? pc->off - pstart : 0;
+    uint32_t hi = pc->off + pc->len - pstart;
+    char *d = dst ? dst + pstart + lo - pc->off : NULL;
+    uint64_t key = page_key (vol, pc->lblock, p);
+
+    if (hi > PC_CACHE_PAGE) hi = PC_CACHE_PAGE;
+    if (d && pc_cache_get (cache, key, d, lo, hi - lo)) {
+      state[p] = PAGE_DONE;
+      continue;
+    }
+    rr = pc_cache_fill_begin (cache, key, &t[p], d, lo, hi - lo);
+    state[p] = rr == 0 ? PAGE_FILL
+             : rr == 1 || dst == NULL ? PAGE_DONE : PAGE_BOUNCE;
+  }
+  for (p = p0; p <= p1; p = q) {
+    if (state[p] == PAGE_DONE) { q = p + 1; continue; }
+    for (q = p; q <= p1 && state[q] != PAGE_DONE; q++) {
+      if (state[q] == PAGE_FILL)
+        iov[q - p].iov_base = t[q].buf;
+      else {
+        if (bounce == NULL &&
+            (bounce = bounce_alloc ((uint64_t) (p1 - p0 + 1) * PC_CACHE_PAGE))
+            == NULL && r == 0)
+          r = pc_error (ENOMEM, "out of memory");
+        iov[q - p].iov_base = bounce ? bounce + (q - p0) * PC_CACHE_PAGE : NULL;
+      }
+      iov[q - p].iov_len = PC_CACHE_PAGE;
+    }
+    if (r == 0)
+      r = pc_io_preadv_data (&pool->io, iov, (int) (q - p),
+                             pc_data_offset (pool, pb) +
+                             ((uint64_t) p << PC_CACHE_PAGE_SHIFT));
+    if (r == 0 && pool->opts.fill_delay_us)
+      usleep (pool->opts.fill_delay_us);          /* debug: widen the window */
+    for (k = p; k < q; k++) {
+      uint32_t pstart = k << PC_CACHE_PAGE_SHIFT;
+      uint32_t lo = pc->off > pstart ? pc->off - pstart : 0;
+      uint32_t hi = pc->off + pc->len - pstart;
+      if (hi > PC_CACHE_PAGE) hi = PC_CACHE_PAGE;
+      if (r == 0 && dst)
+        memcpy (dst + pstart + lo - pc->off,
+                (char *) iov[k - p].iov_base + lo, hi - lo);
+      if (state[k] == PAGE_FILL)
+        pc_cache_fill_end (cache, &t[k], r == 0);
+    }
+  }
+  free (bounce);
+  return r;
+}
 
 static int
 read_piece (struct pc_volume *vol, const struct piece *pc, void *buf)
 {
+  struct pc_pool *pool = vol->pool;
   uint64_t pb = pc_blockmap_get (vstate (vol)->map, pc->lblock);
-  char *dst = (char *) buf + pc->pos;
+  char *dst = buf ? (char *) buf + pc->pos : NULL;
 
-  if (pb == PC_NO_BLOCK) {
-    memset (dst, 0, pc->len);
+  if (pb == PC_NO_BLOCK) {                      /* holes are not cached */
+    if (dst) memset (dst, 0, pc->len);
     return 0;
   }
-  race_delay (vol->pool);
-  return pc_io_pread (&vol->pool->io, dst, pc->len,
-                      pc_data_offset (vol->pool, pb) + pc->off);
+  race_delay (pool);
+  if (pool->cache)
+    return read_cached (vol, pc, pb, dst);
+  return dst ? pool_read (pool, dst, pc->len,
+                          pc_data_offset (pool, pb) + pc->off) : 0;
 }
 
 int
@@ -223,7 +407,8 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
   if (r == 0 && src)
     r = inject_write_failure (pool)
       ? pc_error (EIO, "injected write failure (debug switch)")
-      : pc_io_pwrite (&pool->io, src, pc->len, off + pc->off);
+      : pool_write (pool, src, pc->len, off + pc->off,
+                    pc->len < pool->block_size);
   if (r == 0)
     r = pc_store_set_owner (pool, pb, pc_rmap_make (vol->slot, pc->lblock));
   if (r < 0) {
@@ -241,7 +426,7 @@ write_piece_in_place (struct pc_volume *vol, const struct piece *pc,
   uint64_t off = pc_data_offset (vol->pool, pb) + pc->off;
 
   race_delay (vol->pool);
-  return src ? pc_io_pwrite (&vol->pool->io, src, pc->len, off)
+  return src ? pool_write (vol->pool, src, pc->len, off, false)
              : pc_io_zero (&vol->pool->io, pc->len, off);
 }
 
@@ -254,7 +439,7 @@ write_or_allocate (struct pc_volume *vol, const struct piece *pc,
   uint64_t pb = pc_blockmap_get (v->map, pc->lblock);
   int r;
 
-  if (pb != PC_NO_BLOCK)
+  if (pb != PC_NO_BLOCK && !needs_rmw (vol->pool, pc, src))
     return write_piece_in_place (vol, pc, src, pb);
   r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok, pc->lblock, 1);
   if (r < 0) return pc_error (r, "allocation lock: %s", strerror (-r));
@@ -294,6 +479,10 @@ pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
   if ((r = check_range (vol, count, offset)) < 0) return r;
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
   r = for_each_piece (vol, count, offset, write_piece, (void *) buf);
+  /* After the pool writes (even a failed request may have written some
+   * pieces): drop the pages and void fills that overlapped us (C3). */
+  pc_cache_invalidate (vol->pool->cache, page_key (vol, 0, 0) +
+                       (offset >> PC_CACHE_PAGE_SHIFT), page_count (count, offset));
   pc_rangelock_unlock (&tok);
   return r < 0 ? r : finish_update (vol, flags);
 }
@@ -344,6 +533,10 @@ punch_range (struct pc_volume *vol, uint64_t count, uint64_t offset,
   if ((r = check_range (vol, count, offset)) < 0) return r;
   if (locked && (r = lock_range (vol, &tok, true, count, offset)) < 0)
     return r;
+  /* SPEC §2: drop the cache, then unmap, all under the exclusive lock, so
+   * no fill can be between its pool read and its insert (V6). */
+  pc_cache_punch (vol->pool->cache, page_key (vol, 0, 0) +
+                  (offset >> PC_CACHE_PAGE_SHIFT), page_count (count, offset));
   r = for_each_piece (vol, count, offset, fn, NULL);
   if (locked)
     pc_rangelock_unlock (&tok);
@@ -368,7 +561,21 @@ pc_zero (struct pc_volume *vol, uint64_t count, uint64_t offset,
 int
 pc_prefetch (struct pc_volume *vol, uint64_t count, uint64_t offset)
 {
-  return check_range (vol, count, offset);
+  struct pc_cache_stats st;
+  struct pc_range_token tok;
+  uint64_t cap;
+  int r;
+
+  if ((r = check_range (vol, count, offset)) < 0) return r;
+  if (vol->pool->cache == NULL) return 0;
+  /* Never more than the cache holds: the tail would evict the head. */
+  pc_cache_get_stats (vol->pool->cache, &st);
+  cap = st.capacity_pages << PC_CACHE_PAGE_SHIFT;
+  if (count > cap) count = cap;
+  if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
+  r = for_each_piece (vol, count, offset, read_piece, NULL);
+  pc_rangelock_unlock (&tok);
+  return r;
 }
 
 /* ---- extents ---- */

@@ -191,49 +191,6 @@ percent (uint64_t part, uint64_t whole)
   return whole ? 100.0 * (double) part / (double) whole : 0.0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */
-static int
-utf8_len (const unsigned char *s)
-{
-  int n, i;
-  uint32_t cp;
-
-  if (s[0] < 0x80) return 1;
-  if (s[0] >= 0xc2 && s[0] <= 0xdf) { n = 2; cp = s[0] & 0x1f; }
-  else if ((s[0] & 0xf0) == 0xe0) { n = 3; cp = s[0] & 0x0f; }
-  else if (s[0] >= 0xf0 && s[0] <= 0xf4) { n = 4; cp = s[0] & 0x07; }
-  else return 0;
-  for (i = 1; i < n; i++) {
-    if ((s[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (s[i] & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-      (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return n;
-}
-
-/* A JSON string: quotes, backslashes and control characters escaped;
- * bytes that are not valid UTF-8 become U+FFFD. */
-static void
-json_string (const char *str)
-{
-  const unsigned char *s = (const unsigned char *) str;
-  int n;
-
-  putchar ('"');
-  while (*s) {
-    if (*s == '"' || *s == '\\') printf ("\\%c", *s);
-    else if (*s == '\n') fputs ("\\n", stdout);
-    else if (*s == '\t') fputs ("\\t", stdout);
-    else if (*s < 0x20 || *s == 0x7f) printf ("\\u%04x", *s);
-    else if ((n = utf8_len (s)) == 0) fputs ("\\ufffd", stdout);
-    else { fwrite (s, 1, (size_t) n, stdout); s += n; continue; }
-    s++;
-  }
-  putchar ('"');
-}
-
 static void
 format_uuid (const uint8_t *u, char out[37])
 {
@@ -309,7 +266,7 @@ print_volume (void *opaque, const struct pc_volume_info *vi)
 
   if (ctx->json) {
     printf ("%s\n    {\"name\": ", ctx->first ? "" : ",");
-    json_string (vi->name);
+    pc_json_string (stdout, vi->name);
     printf (", \"size\": %" PRIu64 ", \"allocated\": %" PRIu64
             ", \"allocated_blocks\": %" PRIu64 ", \"slot\": %u}",
             vi->size, alloc, vi->allocated_blocks, vi->slot);
@@ -363,7 +320,7 @@ print_info_json (const char *path, const struct pc_pool_info *in)
 
   format_uuid (in->uuid, uuid);
   printf ("{\n  \"pool\": ");
-  json_string (path);
+  pc_json_string (stdout, path);
   printf (",\n  \"uuid\": \"%s\",\n  \"block_size\": %" PRIu32
           ",\n  \"capacity\": %" PRIu64 ",\n  \"blocks\": %" PRIu64
           ",\n  \"used\": %" PRIu64 ",\n  \"used_blocks\": %" PRIu64

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct pc_pool;
 struct pc_volume;
@@ -28,6 +29,9 @@ const char *pc_last_error (void);
 int pc_error (int err, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
+/* Write str as a JSON string literal (escaped; invalid UTF-8 -> U+FFFD). */
+void pc_json_string (FILE *f, const char *str);
+
 /* ---- sizes ---- */
 /* Parse "512", "64K", "1M", "10G", "1T", "2P", "1E" (also "KiB", "k", etc.,
  * powers of 1024).  Returns the size or -EINVAL/-ERANGE. */
@@ -36,12 +40,18 @@ int64_t pc_parse_size (const char *str);
 /* ---- pools ---- */
 struct pc_pool_options {
   bool readonly;
+  uint64_t cache_bytes;           /* block cache budget; 0 = no cache */
+  int direct_io;                  /* enum pc_io_direct: 0 auto, 1 on, 2 off */
+  const char *stats_path;         /* write statistics JSON here (or NULL) */
+  unsigned stats_interval_ms;     /* 0 = default (2000) */
   /* Debug switches (never for production): */
   bool unsafe_no_invalidate_lock; /* punches skip the invalidate lock */
   unsigned race_delay_us;         /* sleep between map lookup and pool I/O */
   unsigned fail_write_every;      /* every Nth allocating data write fails
                                    * with EIO (fault injection, I5 tests) */
   unsigned commit_interval_ms;    /* 0 = default (1000) */
+  unsigned fill_delay_us;         /* sleep between a cache fill's pool read
+                                   * and its insert (race tests) */
 };
 
 /* Create a new pool at path: a regular file of `capacity` data bytes
@@ -84,6 +94,16 @@ struct pc_pool_info {
   uint8_t uuid[16];
 };
 int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
+
+/* Statistics, as one JSON object (a malloc'd, NUL-terminated string in
+ * *json): pool space, cache counters (see include/punchcache/cache.h),
+ * invalidate-lock waits summed over volumes, I/O mode.  docs/design.md
+ * lists every field. */
+int pc_pool_stats_json (struct pc_pool *pool, char **json);
+/* Write that JSON to path atomically (temporary file + rename). */
+int pc_pool_write_stats (struct pc_pool *pool, const char *path);
+/* Whether data I/O is O_DIRECT, and if not, why (static string). */
+bool pc_pool_direct_io (struct pc_pool *pool, const char **why);
 
 /* ---- volumes ---- */
 struct pc_volume_info {

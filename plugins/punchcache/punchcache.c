@@ -24,6 +24,8 @@
 #include <nbdkit-plugin.h>
 
 #include "punchcache/format.h"
+#include "punchcache/cache.h"
+#include "punchcache/io.h"
 #include "punchcache/punchcache.h"
 
 /* Debug switches, set with nbdkit -D punchcache.NAME=VALUE.  Never for
@@ -32,6 +34,8 @@ NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_no_invalidate_lock = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_race_delay_us = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_fail_write_every = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_commit_interval_ms = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_fill_delay_us = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_stats_interval_ms = 0;
 
 #define DEFAULT_VOLUME "default"
 #define MAX_VOLUME_PARAMS 64
@@ -40,6 +44,8 @@ static const char *pool_path;
 static int64_t create_size = -1;
 static int64_t cache_size = 256 * 1024 * 1024;
 static int64_t block_size = 0;
+static char *stats_path;             /* absolute: nbdkit may chdir / */
+static int direct_mode = PC_DIRECT_AUTO;
 static struct { char *name; int64_t size; } volume_params[MAX_VOLUME_PARAMS];
 static unsigned nvolume_params;
 
@@ -96,6 +102,20 @@ punchcache_config (const char *key, const char *value)
     return (block_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
   if (strcmp (key, "volume") == 0)
     return parse_volume_param (value);
+  if (strcmp (key, "stats") == 0) {
+    free (stats_path);
+    return (stats_path = nbdkit_absolute_path (value)) == NULL ? -1 : 0;
+  }
+  if (strcmp (key, "direct") == 0) {
+    if (strcmp (value, "auto") == 0) direct_mode = PC_DIRECT_AUTO;
+    else if (strcmp (value, "on") == 0) direct_mode = PC_DIRECT_ON;
+    else if (strcmp (value, "off") == 0) direct_mode = PC_DIRECT_OFF;
+    else {
+      nbdkit_error ("direct=%s: expected auto, on or off", value);
+      return -1;
+    }
+    return 0;
+  }
   nbdkit_error ("unknown parameter '%s' (see nbdkit punchcache --help)", key);
   return -1;
 }
@@ -114,6 +134,11 @@ punchcache_config_complete (void)
                   "to 1M", block_size);
     return -1;
   }
+  if (cache_size != 0 && cache_size < 2 * PC_CACHE_PAGE) {
+    nbdkit_error ("cache=%" PRIi64 " is too small: use 0 to disable the "
+                  "cache, or at least 8K", cache_size);
+    return -1;
+  }
   return 0;
 }
 
@@ -126,8 +151,13 @@ punchcache_config_complete (void)
   "                      default 64K).\n" \
   "volume=NAME:SIZE      Create volume NAME with virtual size SIZE if it is\n" \
   "                      missing (repeatable; sizes may overcommit the pool).\n" \
-  "cache=SIZE            RAM budget of the shared block cache (default 256M).\n" \
-  "                      Validated; the cache itself is not in this release."
+  "cache=SIZE            RAM budget of the block cache shared by every\n" \
+  "                      connection and volume (default 256M; 0 disables).\n" \
+  "direct=auto|on|off    Read and write data blocks with O_DIRECT so the\n" \
+  "                      block cache is the only cache (default auto: use\n" \
+  "                      it where the file system supports it).\n" \
+  "stats=PATH            Write statistics (cache hits, lock waits, space)\n" \
+  "                      as JSON to PATH every 2 seconds and at exit."
 
 static bool
 pool_needs_create (void)
@@ -186,7 +216,13 @@ punchcache_get_ready (void)
     .race_delay_us = (unsigned) punchcache_debug_race_delay_us,
     .fail_write_every = (unsigned) punchcache_debug_fail_write_every,
     .commit_interval_ms = (unsigned) punchcache_debug_commit_interval_ms,
+    .fill_delay_us = (unsigned) punchcache_debug_fill_delay_us,
+    .stats_interval_ms = (unsigned) punchcache_debug_stats_interval_ms,
+    .cache_bytes = (uint64_t) cache_size,
+    .direct_io = direct_mode,
+    .stats_path = stats_path,
   };
+  const char *why;
   int r;
 
   if (create_pool_if_needed () == -1)
@@ -195,6 +231,14 @@ punchcache_get_ready (void)
     nbdkit_debug ("UNSAFE: the invalidate lock is disabled (debug switch)");
   r = pc_pool_open (pool_path, &opts, &pool);
   if (r < 0) return fail (r);
+  if (!pc_pool_direct_io (pool, &why))
+    /* Not an error, but the user asked for a bounded cache: say why the
+     * kernel's page cache is also in play. */
+    fprintf (stderr, "nbdkit: punchcache: note: data I/O on %s is buffered: "
+             "%s\n", pool_path, why);
+  nbdkit_debug ("pool %s: cache %" PRIi64 " bytes, %s data I/O", pool_path,
+                cache_size, pc_pool_direct_io (pool, NULL) ? "O_DIRECT"
+                : "buffered");
   return add_missing_volumes ();
 }
 
@@ -220,6 +264,7 @@ punchcache_unload (void)
 
   for (i = 0; i < nvolume_params; i++)
     free (volume_params[i].name);
+  free (stats_path);
 }
 
 static void
@@ -305,6 +350,8 @@ static int punchcache_can_fast_zero (void *h) { return 1; }
 static int punchcache_can_extents (void *h) { return 1; }
 static int punchcache_can_multi_conn (void *h) { return 1; }
 static int punchcache_can_fua (void *h) { return NBDKIT_FUA_NATIVE; }
+/* NBD_CMD_CACHE fills the block cache (or is a validated no-op with
+ * cache=0, still native: there is nothing a generic emulation would add). */
 static int punchcache_can_cache (void *h) { return NBDKIT_CACHE_NATIVE; }
 
 static int

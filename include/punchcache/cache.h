@@ -1,0 +1,112 @@
+/* punchcache: the shared block cache.
+ *
+ * One RAM cache of 4 KiB pages shared by every connection and every volume
+ * of a pool, with a fixed memory budget.  Keys are (volume slot, logical
+ * page); the cache knows nothing about physical blocks.  lib/cache.c has
+ * the design (data structure, policy, invariants, locks).
+ *
+ * The fill protocol (SPEC §2, §4 I1/I6), which callers in lib/volume.c
+ * follow:
+ *  - A read looks up each page (pc_cache_get).  On a miss it reserves the
+ *    page (pc_cache_fill_begin, which returns a 4 KiB-aligned buffer and a
+ *    ticket), reads the pool into that buffer, and publishes it
+ *    (pc_cache_fill_end).  All of this happens while the caller holds the
+ *    volume's invalidate lock shared over the page.
+ *  - A punch (trim, zero) holds the invalidate lock exclusive and drops the
+ *    range (pc_cache_punch).  Because fills hold the lock shared, no fill
+ *    of the range can be in flight: the lock, not the cache, is what keeps
+ *    a fill from landing after a punch.
+ *  - A write is not excluded from fills by the invalidate lock (both hold
+ *    it shared), so writes use the ticket instead: after its pool write a
+ *    write calls pc_cache_invalidate, which drops the page and voids every
+ *    ticket issued before it; pc_cache_fill_end publishes only if its ticket
+ *    is still valid.
+ *
+ * All functions are thread-safe.  A NULL cache is valid everywhere and
+ * behaves as an always-empty cache.
+ */
+#ifndef PUNCHCACHE_CACHE_H
+#define PUNCHCACHE_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PC_CACHE_PAGE 4096u
+#define PC_CACHE_PAGE_SHIFT 12
+/* Keys: volume slot in the top 16 bits, page number (byte offset / 4096)
+ * in the low 48 (volumes are at most 2^60 bytes). */
+#define PC_CACHE_KEY(slot, page) (((uint64_t) (slot) << 48) | (page))
+
+enum pc_cache_policy {
+  PC_CACHE_S3FIFO = 0,          /* default: scan-resistant (see cache.c) */
+  PC_CACHE_LRU = 1,             /* plain LRU, kept for the policy bench */
+};
+
+struct pc_cache;
+
+/* A reserved page being filled. */
+struct pc_cache_ticket {
+  uint32_t idx;                 /* entry index */
+  uint64_t gen;                 /* entry generation when reserved */
+  void *buf;                    /* PC_CACHE_PAGE bytes, 4096-aligned */
+};
+
+struct pc_cache_stats {
+  uint64_t budget;              /* bytes, as configured */
+  uint64_t capacity_pages;      /* pages that fit in the budget */
+  uint64_t memory;              /* bytes reserved for pages + index */
+  uint64_t pages;               /* pages cached now (valid) */
+  uint64_t pending;             /* pages being filled now */
+  unsigned nshards;
+  enum pc_cache_policy policy;
+  uint64_t hits, misses;        /* page lookups */
+  uint64_t fills;               /* pages published by fills */
+  uint64_t fills_discarded;     /* fills whose ticket a write voided */
+  uint64_t fills_unreserved;    /* misses read without caching (no room,
+                                 * or another fill of the page in flight) */
+  uint64_t evictions;
+  uint64_t invalidations;       /* pages dropped by writes */
+  uint64_t punched;             /* pages dropped by punches */
+  uint64_t punch_fill_overlaps; /* punches that found a fill in flight in
+                                 * their range: always 0 unless the
+                                 * invalidate lock is disabled (debug) */
+  uint64_t ghost_hits;          /* S3-FIFO: misses readmitted to main */
+};
+
+/* budget in bytes (0 = no cache: *out = NULL).  nshards 0 = automatic.
+ * Returns 0 or -ENOMEM / -EINVAL (budget too small for one page). */
+int pc_cache_create (uint64_t budget, enum pc_cache_policy policy,
+                     unsigned nshards, struct pc_cache **out);
+void pc_cache_destroy (struct pc_cache *c);
+
+/* Hit: copy len bytes at offset off of the page into dst, return true. */
+bool pc_cache_get (struct pc_cache *c, uint64_t key, void *dst,
+                   uint32_t off, uint32_t len);
+
+/* Reserve key for a fill.  Returns 0 with *t filled (read the page into
+ * t->buf, then call pc_cache_fill_end); 1 if the page became valid in the
+ * meantime and was copied into dst (if dst != NULL) like pc_cache_get;
+ * -EBUSY if another fill of this page is in flight, -ENOMEM if no page can
+ * be evicted (every page is being filled): read without the cache. */
+int pc_cache_fill_begin (struct pc_cache *c, uint64_t key,
+                         struct pc_cache_ticket *t,
+                         void *dst, uint32_t off, uint32_t len);
+/* Finish a fill: publish the page if ok and the ticket is still valid,
+ * otherwise release it.  t->buf must not be used afterwards. */
+void pc_cache_fill_end (struct pc_cache *c, struct pc_cache_ticket *t,
+                        bool ok);
+
+/* Writes: drop pages [key, key+n) and void their tickets. */
+void pc_cache_invalidate (struct pc_cache *c, uint64_t key, uint64_t n);
+/* Punches (invalidate lock held exclusive): drop pages [key, key+n). */
+void pc_cache_punch (struct pc_cache *c, uint64_t key, uint64_t n);
+/* Drop every page of a volume slot (volume removed or resized). */
+void pc_cache_drop_slot (struct pc_cache *c, unsigned slot);
+
+void pc_cache_get_stats (struct pc_cache *c, struct pc_cache_stats *st);
+
+/* Debug: check every shard's lists, counts and hash chains.  0 or
+ * -EUCLEAN. */
+int pc_cache_verify (struct pc_cache *c);
+
+#endif
