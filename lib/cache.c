@@ -27,9 +27,12 @@
  *    small FIFO and leaves the hot set in main.  Hits only bump a counter:
  *    no list surgery.  Chosen by measurement: bench/cache-policy (zipf hot
  *    set + scans) against LRU, which stays selectable for that bench.
- *  - The ghost table is approximate: a 32-bit insertion stamp per hash
- *    slot; a key counts as remembered while fewer than main-capacity keys
- *    were added since.  A false positive only admits a page to main early.
+ *  - The ghost table is a direct-mapped array of (32-bit key fingerprint,
+ *    32-bit insertion stamp), two slots per page; a key counts as
+ *    remembered while its fingerprint is in its slot and fewer than
+ *    main-capacity keys were added since.  A collision only forgets a key
+ *    early; a false positive (which would let a scan page into main) needs
+ *    a 32-bit fingerprint match.
  *  - Entries live in one array and link by 32-bit index (32 bytes each);
  *    page i's buffer is slab + i * 4096 in one MAP_NORESERVE mapping, so
  *    memory is touched (and counted in RSS) only as pages are used.
@@ -39,7 +42,10 @@
  * exactly one queue).
  *
  * Invariants:
- *  C1 (budget) memory() <= budget; the number of entries never grows.
+ *  C1 (budget) page buffers + entries + buckets + ghost slots <= budget
+ *     (reported as memory); the number of entries never grows.  Outside
+ *     the budget: a fixed 256 KiB of per-slot page counts and the shard
+ *     headers (a few hundred bytes each).
  *  C2 A key is in its shard's hash at most once, and only in state PENDING
  *     or VALID; every VALID entry is in exactly one queue; PENDING and FREE
  *     entries are in none.
@@ -99,7 +105,7 @@ struct shard {
   uint32_t free_head;
   struct queue small, main;
   uint32_t small_target;
-  uint32_t *ghost;              /* insertion stamps */
+  uint64_t *ghost;              /* fingerprint << 32 | insertion stamp */
   uint32_t gmask, gclock;
   uint64_t next_gen;
   uint32_t pending;
@@ -118,11 +124,12 @@ struct pc_cache {
   char *slab;
   size_t slab_bytes;
   struct shard *shards;
-  uint64_t *slot_pages;         /* atomic: PENDING + VALID entries per slot */
+  uint32_t *slot_pages;         /* atomic: PENDING + VALID entries per slot */
 };
 
-/* Bytes of budget one page costs: buffer, entry, bucket, two ghost slots. */
-#define PAGE_COST (PC_CACHE_PAGE + sizeof (struct entry) + 4 + 8)
+/* Bytes of budget one page costs at least: buffer, entry, bucket, two ghost
+ * slots (pc_cache_create charges the power-of-two rounding too). */
+#define PAGE_COST (PC_CACHE_PAGE + sizeof (struct entry) + 4 + 2 * 8)
 
 static inline uint64_t
 mix (uint64_t key)
@@ -235,19 +242,27 @@ ghost_slot (struct shard *s, uint64_t h)
   return (uint32_t) (h >> 32) & s->gmask;
 }
 
+static inline uint64_t
+ghost_fp (uint64_t h)
+{
+  return (h & 0xffffffff) << 32;
+}
+
 static void
 ghost_add (struct shard *s, uint64_t h)
 {
   if (++s->gclock == 0) s->gclock = 1;
-  s->ghost[ghost_slot (s, h)] = s->gclock;
+  s->ghost[ghost_slot (s, h)] = ghost_fp (h) | s->gclock;
 }
 
 static bool
 ghost_has (struct shard *s, uint64_t h)
 {
-  uint32_t stamp = s->ghost[ghost_slot (s, h)];
+  uint64_t g = s->ghost[ghost_slot (s, h)];
+  uint32_t stamp = (uint32_t) g;
 
-  return stamp != 0 && s->gclock - stamp < s->n - s->small_target;
+  return stamp != 0 && (g & ~(uint64_t) 0xffffffff) == ghost_fp (h) &&
+         s->gclock - stamp < s->n - s->small_target;
 }
 
 /* ---- entry life cycle ---- */
@@ -422,25 +437,51 @@ shard_init (struct pc_cache *c, struct shard *s, uint32_t base, uint32_t n)
   return 0;
 }
 
+/* Bytes that cap entries in nshards shards take: page buffers, entries,
+ * and per shard a power-of-two bucket array plus twice as many ghost
+ * slots. */
+static uint64_t
+memory_for (uint64_t cap, unsigned nshards)
+{
+  uint64_t m = cap * (PC_CACHE_PAGE + sizeof (struct entry));
+
+  for (unsigned i = 0; i < nshards; i++) {
+    uint64_t n = cap * (i + 1) / nshards - cap * i / nshards;
+    m += (uint64_t) pow2_at_least ((uint32_t) n) * (4 + 2 * 8);
+  }
+  return m;
+}
+
 int
 pc_cache_create (uint64_t budget, enum pc_cache_policy policy,
                  unsigned nshards, struct pc_cache **out)
 {
   struct pc_cache *c;
-  uint64_t cap = budget / PAGE_COST;
+  uint64_t cap = budget / PAGE_COST, m;
+  unsigned want = nshards;
   unsigned i;
 
   *out = NULL;
   if (budget == 0)
     return 0;
-  if (cap == 0 || (policy != PC_CACHE_S3FIFO && policy != PC_CACHE_LRU))
+  if (policy != PC_CACHE_S3FIFO && policy != PC_CACHE_LRU)
     return -EINVAL;
   if (cap > UINT32_MAX - 1)
     cap = UINT32_MAX - 1;
-  if (nshards == 0)
-    nshards = auto_shards ((uint32_t) cap);
-  if (nshards > MAX_SHARDS || (nshards & (nshards - 1)) || nshards > cap)
-    return -EINVAL;
+  /* PAGE_COST assumes bucket arrays of exactly one slot per page; the
+   * power-of-two rounding can add up to that again, so shrink until the
+   * whole index fits too (C1).  Converges in a few steps. */
+  for (;;) {
+    if (cap == 0)
+      return -EINVAL;
+    nshards = want ? want : auto_shards ((uint32_t) cap);
+    if (nshards > MAX_SHARDS || (nshards & (nshards - 1)) || nshards > cap)
+      return -EINVAL;
+    m = memory_for (cap, nshards);
+    if (m <= budget)
+      break;
+    cap -= (m - budget + PAGE_COST - 1) / PAGE_COST;
+  }
 
   c = calloc (1, sizeof *c);
   if (c == NULL) return -ENOMEM;
@@ -464,7 +505,7 @@ pc_cache_create (uint64_t budget, enum pc_cache_policy policy,
     return -ENOMEM;
   }
   memset (c->shards, 0, sizeof *c->shards * nshards);
-  c->memory = c->slab_bytes + cap * sizeof *c->entries;
+  c->memory = m;
   for (i = 0; i < nshards; i++) {
     uint32_t base = (uint32_t) (cap * i / nshards);
     uint32_t end = (uint32_t) (cap * (i + 1) / nshards);
@@ -473,7 +514,6 @@ pc_cache_create (uint64_t budget, enum pc_cache_policy policy,
       pc_cache_destroy (c);
       return -ENOMEM;
     }
-    c->memory += (uint64_t) (c->shards[i].bmask + 1) * 4 * 3;
   }
   *out = c;
   return 0;
@@ -721,7 +761,7 @@ verify_queue (struct pc_cache *c, struct shard *s, struct queue *q,
 }
 
 static int
-verify_shard (struct pc_cache *c, struct shard *s, uint64_t *slot_count)
+verify_shard (struct pc_cache *c, struct shard *s, uint32_t *slot_count)
 {
   uint32_t nfree = 0, nhashed = 0, npending = 0;
 
@@ -754,7 +794,7 @@ verify_shard (struct pc_cache *c, struct shard *s, uint64_t *slot_count)
 int
 pc_cache_verify (struct pc_cache *c)
 {
-  uint64_t *count;
+  uint32_t *count;
   int r = 0;
 
   if (c == NULL) return 0;
