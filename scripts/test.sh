@@ -27,6 +27,7 @@ done
 passed=$(( ${pass:-0} + ${xfail:-0} ))
 failed=$(( ${fail:-0} + ${xpass:-0} + ${error:-0} ))
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
-echo "tests took $(( $(date +%s) - start )) s (including install and build)"
-echo "${passed} passed, ${failed} failed, ${skip:-0} skipped"
+echo "tests took $(( $(date +%s) - start )) s (including install and build);" \
+     "${skip:-0} skipped"
+echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

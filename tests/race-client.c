@@ -7,7 +7,14 @@
  *   --block-size N      bytes (default 4096; must equal the pool's)
  *   --seconds S         run time (default 10)
  *   --writers/--trimmers/--readers N   threads per volume (default 2 each)
- *   --expect-clean | --expect-violations
+ *   --punch trim|zero   how trimmers punch: NBD_CMD_TRIM (default: whole
+ *                       blocks are unmapped and freed) or NBD_CMD_WRITE_ZEROES
+ *                       with NO_HOLE (blocks stay mapped and are zeroed in
+ *                       place: nothing is freed, so the only way to read
+ *                       pre-punch data is a cache fill that outlived the
+ *                       punch -- the I6 test)
+ *   --expect-clean | --expect-violations | --expect-stale
+ *                       --expect-stale: at least one STALE read (I1/I6)
  *   --allow-write-errors  writes failing with EIO are expected (fault
  *                         injection) and are not counted as completed
  *
@@ -60,7 +67,8 @@ static char *vol_names[MAX_VOLS];
 static unsigned nvols;
 static uint64_t nblocks = 64, bs = 4096;
 static unsigned seconds = 10, nwriters = 2, ntrimmers = 2, nreaders = 2;
-static int expect = 0;               /* 1 clean, -1 violations */
+static int expect = 0;               /* 1 clean, -1 violations, -2 stale */
+static bool punch_zero;              /* --punch zero */
 
 static uint64_t tick;                /* global event clock */
 static uint64_t next_seq = 1;
@@ -183,7 +191,10 @@ do_trim (struct nbd_handle *h, uint32_t vol, uint64_t b, uint64_t n)
   start = clock_tick ();
   for (i = b; i < b + n; i++)
     atomic_max (&trim_begun[vol][i], start);
-  if (nbd_trim (h, n * bs, b * bs, 0) == -1) note_error ("trim");
+  if (punch_zero
+      ? nbd_zero (h, n * bs, b * bs, LIBNBD_CMD_FLAG_NO_HOLE) == -1
+      : nbd_trim (h, n * bs, b * bs, 0) == -1)
+    note_error (punch_zero ? "zero" : "trim");
   for (i = b; i < b + n; i++) {
     atomic_max (&trim_start[vol][i], start);
     __atomic_sub_fetch (&trims_busy[vol][i], 1, __ATOMIC_SEQ_CST);
@@ -266,7 +277,8 @@ parse_args (int argc, char **argv)
     { "writers", 1, NULL, 'W' }, { "trimmers", 1, NULL, 'T' },
     { "readers", 1, NULL, 'R' }, { "expect-clean", 0, NULL, 'c' },
     { "expect-violations", 0, NULL, 'x' },
-    { "allow-write-errors", 0, NULL, 'E' }, { NULL, 0, NULL, 0 },
+    { "allow-write-errors", 0, NULL, 'E' }, { "punch", 1, NULL, 'P' },
+    { "expect-stale", 0, NULL, 'S' }, { NULL, 0, NULL, 0 },
   };
   static char defvols[] = "a,b";
   int c;
@@ -284,6 +296,12 @@ parse_args (int argc, char **argv)
     case 'c': expect = 1; break;
     case 'x': expect = -1; break;
     case 'E': allow_write_errors = true; break;
+    case 'S': expect = -2; break;
+    case 'P':
+      if (strcmp (optarg, "zero") == 0) punch_zero = true;
+      else if (strcmp (optarg, "trim") == 0) punch_zero = false;
+      else { fprintf (stderr, "race-client: --punch trim|zero\n"); exit (2); }
+      break;
     default: exit (2);
     }
   }
@@ -336,6 +354,7 @@ main (int argc, char **argv)
           n_reads, n_writes, n_trims, n_flushes, n_foreign, n_stale,
           n_corrupt, n_lost, n_torn, n_write_failed, n_errors);
   if (n_errors) return 2;
-  ok = expect == 1 ? violations == 0 : expect == -1 ? violations > 0 : true;
+  ok = expect == 1 ? violations == 0 : expect == -1 ? violations > 0
+     : expect == -2 ? n_stale > 0 : true;
   return ok ? 0 : 1;
 }

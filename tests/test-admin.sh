@@ -6,7 +6,7 @@
 # error messages for an existing file, bad sizes and block sizes, bad or
 # duplicate names and a missing volume; a pool held by a running nbdkit is
 # refused by name; allocated bytes follow writes, trims and shrinks.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 P=$PUNCHCACHE
 [ -x "$P" ] || fail "$P is not built"

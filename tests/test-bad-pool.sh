@@ -15,7 +15,7 @@
 #              store no longer needs, or in-place pages the live journal
 #              repairs): check exits 0 and all the data reads back
 # check and info run under valgrind when it is installed (exit 99 = errors).
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 requires python3 --version
 

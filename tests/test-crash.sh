@@ -9,7 +9,7 @@
 # Teeth: with I3(b) broken on purpose (freed blocks released to the
 # allocator before their freeing is committed) this test failed in round 1
 # with "block 125 sector 0 holds data that no acceptable request wrote".
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires test -x "$top_builddir/tests/crash-client"
 
 client=$top_builddir/tests/crash-client

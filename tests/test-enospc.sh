@@ -6,7 +6,7 @@
 # FLUSH work, other connections work.  After a trim writes succeed again:
 # at once after trim + FLUSH (exactly as many blocks as were freed), and
 # within a few seconds after a trim alone (the background commit).
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 
 start_punchcache "$tmp/sock" pool="$tmp/pool" size=8M block-size=64K volume=big:64M

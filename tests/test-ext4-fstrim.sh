@@ -5,7 +5,7 @@
 # space comes back (freed blocks are punched out of it).  fsck.ext4 is
 # clean after unmount, and the files read back intact after a remount.
 # Needs root, /dev/fuse and loop devices.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires_root
 requires nbdfuse --help
 requires which mkfs.ext4 fsck.ext4 fstrim losetup fusermount3

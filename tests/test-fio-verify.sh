@@ -7,7 +7,7 @@
 # the rest is unchanged.  (serialize_overlap=1 because without it fio may
 # have a trim and a write of the same block in flight at once, whose order
 # NBD leaves to the server.)
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires fio --version
 requires nbdsh --version
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio has no nbd engine"

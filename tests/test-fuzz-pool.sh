@@ -5,7 +5,7 @@
 # with its checksums fixed up.  Any out-of-bounds access or undefined
 # behaviour aborts the run and fails the test.
 set -euo pipefail
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 fuzz=$top_builddir/tests/fuzz-pool-asan
 requires test -x "$fuzz"

@@ -7,7 +7,7 @@
 # zeros or the right piece, never another's, each write acknowledged to a
 # writer is visible to the reader as soon as it is told, and at the end
 # every piece is there.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 
 start_punchcache "$tmp/sock" pool="$tmp/pool" size=64M block-size=64K

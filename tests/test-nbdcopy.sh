@@ -4,7 +4,7 @@
 # volume: byte exact; copying a mostly-zero image allocates only its data
 # (nbdcopy skips zeros and the pool stays thin), checked with nbdinfo
 # --map and with the admin tool's per-volume "allocated".
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdcopy --version
 requires nbdinfo --version
 

@@ -4,7 +4,7 @@
 # shutdown commits), on two volumes; the images copied out with nbdcopy
 # before and after each restart are identical (sha256), and `punchcache
 # check` is clean after each stop.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 requires nbdcopy --version
 

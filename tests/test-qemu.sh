@@ -3,7 +3,7 @@
 # qemu-img compare, qemu-img map (only the image's data is allocated:
 # zeros were not written), and qemu-io write/read/discard/write-zeroes
 # patterns, each read verified by qemu-io's pattern check.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires qemu-img --version
 requires qemu-io --version
 

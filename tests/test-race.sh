@@ -24,7 +24,7 @@
 # runs caught violations (typically 1000-3000 foreign reads across volumes,
 # i.e. one tenant's data served to another); with the lock, 0 violations in
 # 10 of 10 runs (~15000-30000 reads checked each).
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires test -x "$top_builddir/tests/race-client"
 
 client=$top_builddir/tests/race-client

@@ -6,7 +6,7 @@
 # the block size; out-of-range requests reach the server (libnbd's own
 # bounds check is switched off), are rejected with an error, and the
 # server still serves the same data on the same and on a new connection.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 
 check_roundtrip () {

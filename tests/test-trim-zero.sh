@@ -5,7 +5,7 @@
 # block status (hole+zero exactly where nothing is allocated, checked with
 # libnbd and with nbdinfo --map; every range reported zero reads as zeros,
 # I7), and pool space returned (admin tool "used" and du of the pool file).
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 requires nbdinfo --version
 

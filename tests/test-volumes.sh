@@ -5,7 +5,7 @@
 # are never visible in another (data or block status), an unknown export
 # is refused, volume sizes may overcommit the pool, and volumes with their
 # data are still there after a restart without volume= parameters.
-source "$top_srcdir/tests/functions.sh"
+source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 requires nbdinfo --version
 
