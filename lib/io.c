@@ -211,31 +211,40 @@ pc_io_pwrite_data (struct pc_io *io, const void *buf, uint64_t count,
 }
 
 int
-pc_io_preadv_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
-                   uint64_t off)
+pc_io_check_iov (struct pc_io *io, const struct iovec *iov, int iovcnt,
+                 uint64_t off)
 {
-  struct iovec v[PC_IO_MAX_IOV];
-  int i, r;
+  int r;
 
-  if (iovcnt == 1)
-    return pc_io_pread_data (io, iov[0].iov_base, iov[0].iov_len, off);
   if (iovcnt < 1 || (unsigned) iovcnt > PC_IO_MAX_IOV)
     return pc_error (EINVAL, "internal error: %d iovecs", iovcnt);
-  for (i = 0; i < iovcnt; i++) {
+  for (int i = 0; i < iovcnt; i++)
     if ((r = check_aligned (io, iov[i].iov_base, iov[i].iov_len, off)) < 0)
       return r;
-    v[i] = iov[i];
-  }
-  /* A short transfer: advance through the vector and go on (IO1). */
-  i = 0;
+  return 0;
+}
+
+/* preadv/pwritev until done (IO1): a short transfer advances through the
+ * vector and goes on; a read at the end of a sparse file gives zeros. */
+static int
+rw_vec (struct pc_io *io, bool write, const struct iovec *iov, int iovcnt,
+        uint64_t off)
+{
+  struct iovec v[PC_IO_MAX_IOV];
+  int i = 0, r;
+
+  if ((r = pc_io_check_iov (io, iov, iovcnt, off)) < 0)
+    return r;
+  memcpy (v, iov, sizeof v[0] * (size_t) iovcnt);
   while (i < iovcnt) {
-    ssize_t n = preadv (io->dfd, &v[i], iovcnt - i, (off_t) off);
+    ssize_t n = write ? pwritev (io->dfd, &v[i], iovcnt - i, (off_t) off)
+                      : preadv (io->dfd, &v[i], iovcnt - i, (off_t) off);
     if (n == -1) {
       if (errno == EINTR) continue;
-      return pc_error (errno, "pool read at offset %llu: %m",
-                       (unsigned long long) off);
+      return pc_error (errno, "pool %s at offset %llu: %m",
+                       write ? "write" : "read", (unsigned long long) off);
     }
-    if (n == 0) {                       /* past EOF of a sparse file */
+    if (n == 0 && !write) {             /* past EOF of a sparse file */
       for (; i < iovcnt; i++) memset (v[i].iov_base, 0, v[i].iov_len);
       return 0;
     }
@@ -249,6 +258,40 @@ pc_io_preadv_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
       v[i].iov_len -= (size_t) n;
     }
   }
+  return 0;
+}
+
+int
+pc_io_preadv_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
+                   uint64_t off)
+{
+  return rw_vec (io, false, iov, iovcnt, off);
+}
+
+int
+pc_io_pwritev_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
+                    uint64_t off)
+{
+  return rw_vec (io, true, iov, iovcnt, off);
+}
+
+int
+pc_io_set_backend (struct pc_io *io, enum pc_io_backend mode,
+                   const char **why)
+{
+  int r;
+
+  io->uring = false;
+  *why = NULL;
+  if (mode == PC_IO_SYNC) {
+    *why = "disabled by io=sync";
+    return 0;
+  }
+  r = pc_io_probe_uring (why);
+  if (r < 0 && mode == PC_IO_URING)
+    return pc_error (-r, "io=uring: %s (%s); use io=auto or io=sync", *why,
+                     strerror (-r));
+  io->uring = r == 0;
   return 0;
 }
 

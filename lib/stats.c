@@ -43,6 +43,13 @@ pc_pool_direct_io (struct pc_pool *pool, const char **why)
   return pool->io.direct;
 }
 
+bool
+pc_pool_io_uring (struct pc_pool *pool, const char **why)
+{
+  if (why) *why = pool->uring_why;
+  return pool->io.uring;
+}
+
 static void
 print_pool (FILE *f, struct pc_pool *pool)
 {
@@ -63,6 +70,10 @@ print_pool (FILE *f, struct pc_pool *pool)
            pool->readonly ? "true" : "false",
            pool->io.direct ? "true" : "false");
   if (pool->direct_why) pc_json_string (f, pool->direct_why);
+  else fputs ("null", f);
+  fprintf (f, ",\n    \"io_uring\": %s,\n    \"io_uring_note\": ",
+           pool->io.uring ? "true" : "false");
+  if (pool->uring_why) pc_json_string (f, pool->uring_why);
   else fputs ("null", f);
   fputs ("\n  },\n", f);
 }

@@ -62,6 +62,7 @@ struct pc_pool {
   struct pc_alloc *alloc;
   struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
+  const char *uring_why;        /* why batches use system calls, or NULL */
   char *stats_path;             /* opts.stats_path, owned copy */
   uint64_t opened_at_ns;        /* CLOCK_MONOTONIC at open */
 

@@ -927,6 +927,9 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   if (r == 0)
     r = pc_io_open_data (&pool->io, path, pool->opts.direct_io,
                          &pool->direct_why);
+  if (r == 0)
+    r = pc_io_set_backend (&pool->io, pool->opts.io_backend,
+                           &pool->uring_why);
   if (r == 0 && (r = pc_cache_create (pool->opts.cache_bytes, PC_CACHE_S3FIFO,
                                       0, &pool->cache)) < 0)
     r = pc_error (-r, r == -EINVAL

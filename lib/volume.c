@@ -6,6 +6,11 @@
  * tail -- each handled by the same per-block function with an in-block
  * offset and length.
  *
+ * Multi-block requests are batched: a read gathers up to 1 MiB of cache
+ * pages (the read window) and a write up to 64 pieces (the write window)
+ * whose pool transfers go out together (lib/iobatch.c, io_uring where
+ * available) -- see read_range and write_piece.
+ *
  * Why: the invalidate lock (struct pc_vol_state.inval) is what closes the
  * race of SPEC §2.  A read holds it shared from the map lookup until its
  * data copy is done; a punch holds it exclusive from unmapping until the
@@ -37,9 +42,10 @@
  * Debug switches (struct pc_pool_options, set by `-D punchcache.*`):
  * unsafe_no_invalidate_lock makes punches skip the invalidate lock, and
  * race_delay_us sleeps between the map lookup and the pool I/O of reads and
- * in-place writes, so tests can show they catch the races; fail_write_every
- * makes every Nth allocating data write fail with EIO (fault injection for
- * the I5 test).
+ * in-place writes, so tests can show they catch the races; fill_delay_us
+ * sleeps between a read window's pool reads and its cache inserts (the
+ * cache race test); fail_write_every makes every Nth allocating data write
+ * fail with EIO (fault injection for the I5 test).
  */
 #include <config.h>
 
@@ -178,26 +184,6 @@ bounce_alloc (uint64_t bytes)
   return posix_memalign (&p, PC_IO_ALIGN, bytes) == 0 ? p : NULL;
 }
 
-/* Read count bytes at pool offset off into dst, bypassing the cache.
- * Under O_DIRECT a misaligned request reads the aligned span around it
- * into a bounce buffer. */
-static int
-pool_read (struct pc_pool *pool, void *dst, uint64_t count, uint64_t off)
-{
-  uint64_t lo = ALIGN_DOWN (off), hi = ALIGN_UP (off + count);
-  char *b;
-  int r;
-
-  if (!pool->io.direct || is_aligned (dst, count, off))
-    return pc_io_pread_data (&pool->io, dst, count, off);
-  if ((b = bounce_alloc (hi - lo)) == NULL)
-    return pc_error (ENOMEM, "out of memory");
-  r = pc_io_pread_data (&pool->io, b, hi - lo, lo);
-  if (r == 0) memcpy (dst, b + (off - lo), count);
-  free (b);
-  return r;
-}
-
 /* Write count bytes from src at pool offset off.  Under O_DIRECT a
  * misaligned request is widened to whole 4 KiB pages: the edge pages are
  * read first (read-modify-write; the caller holds the block's allocation
@@ -251,112 +237,194 @@ page_key (struct pc_volume *vol, uint64_t lblock, uint32_t page)
                        + page);
 }
 
-enum page_state { PAGE_DONE, PAGE_FILL, PAGE_BOUNCE };
+/* Reads go through a window of up to WINDOW_PAGES cache pages (1 MiB),
+ * gathered over as many blocks of the request as fit (SPEC §2 for every
+ * page of it):
+ *  1. add: per block piece, copy out the pages the cache has and reserve
+ *     the others (pc_cache_fill_begin); each run of consecutive missing
+ *     pages of one block becomes one scatter read (an op) straight into
+ *     the reserved cache pages -- into the caller's buffer where no
+ *     reservation was possible and the page is wholly wanted and aligned,
+ *     else into a bounce page;
+ *  2. flush: issue every op of the window as one batch (io_uring:
+ *     concurrently), then copy the pages out and publish the fills.
+ * The caller holds the invalidate lock shared over the whole request from
+ * its map lookups to the last flush, so no punch can unmap a block or drop
+ * the cache between our pool read and our insert.  dst NULL = prefetch. */
+#define WINDOW_PAGES (PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE)
 
-/* Read a piece of a mapped block through the cache (SPEC §2).  Pass 1
- * copies hits and reserves the misses; pass 2 reads each run of
- * consecutive misses with one scatter read straight into the reserved
- * cache pages (bounce pages where no reservation was possible), copies
- * them out and publishes them.  The caller holds the invalidate lock
- * shared over the block from its map lookup to here, so no punch can
- * unmap it or drop the cache between our pool read and our insert.
- * dst == NULL: prefetch (fill only). */
-static int
-read_cached (struct pc_volume *vol, const struct piece *pc, uint64_t pb,
-             char *dst)
+enum page_state { PAGE_DONE, PAGE_FILL, PAGE_BOUNCE, PAGE_DIRECT };
+
+struct window_page {
+  char *dst;                    /* the wanted bytes' destination, or NULL */
+  uint16_t lo, hi;              /* wanted bytes [lo, hi) of the page */
+  uint8_t state;
+};
+
+struct read_window {
+  struct pc_volume *vol;
+  char *buf;                    /* the request's buffer (NULL: prefetch) */
+  unsigned npages, nops, nbounce;
+  struct window_page pg[WINDOW_PAGES];
+  struct pc_cache_ticket t[WINDOW_PAGES];
+  struct iovec iov[WINDOW_PAGES];        /* iov[i] is page i's buffer */
+  struct pc_io_op op[WINDOW_PAGES];
+};
+
+/* Where the pool read of page i goes when no cache page is reserved. */
+static uint8_t
+uncached_target (struct read_window *w, unsigned i)
 {
-  struct pc_pool *pool = vol->pool;
-  struct pc_cache *cache = pool->cache;
+  struct window_page *g = &w->pg[i];
+  bool whole = g->lo == 0 && g->hi == PC_CACHE_PAGE;
+
+  if (whole && g->dst &&
+      (!w->vol->pool->io.direct || ((uintptr_t) g->dst & (PC_IO_ALIGN - 1)) == 0)) {
+    w->iov[i].iov_base = g->dst;
+    return PAGE_DIRECT;
+  }
+  w->iov[i].iov_base = NULL;             /* a bounce page, given at flush */
+  w->nbounce++;
+  return PAGE_BOUNCE;
+}
+
+/* Phase 1 for page p of a mapped block (physical pb).  Returns true if the
+ * page needs a pool read. */
+static bool
+window_page_add (struct read_window *w, const struct piece *pc, uint32_t p)
+{
+  struct pc_cache *cache = w->vol->pool->cache;
+  unsigned i = w->npages++;
+  struct window_page *g = &w->pg[i];
+  uint32_t pstart = p << PC_CACHE_PAGE_SHIFT;
+  uint32_t lo = pc->off > pstart ? pc->off - pstart : 0;
+  uint32_t hi = pc->off + pc->len - pstart;
+  uint64_t key = page_key (w->vol, pc->lblock, p);
+  int rr;
+
+  if (hi > PC_CACHE_PAGE) hi = PC_CACHE_PAGE;
+  g->lo = (uint16_t) lo;
+  g->hi = (uint16_t) hi;
+  g->dst = w->buf ? w->buf + pc->pos + pstart + lo - pc->off : NULL;
+  if (g->dst && pc_cache_get (cache, key, g->dst, lo, hi - lo)) {
+    g->state = PAGE_DONE;
+    return false;
+  }
+  rr = pc_cache_fill_begin (cache, key, &w->t[i], g->dst, lo, hi - lo);
+  if (rr == 1 || (rr < 0 && g->dst == NULL)) {
+    g->state = PAGE_DONE;                /* hit after all, or prefetch */
+    return false;
+  }
+  if (rr == 0) {
+    g->state = PAGE_FILL;
+    w->iov[i].iov_base = w->t[i].buf;
+  }
+  else
+    g->state = uncached_target (w, i);
+  w->iov[i].iov_len = PC_CACHE_PAGE;
+  return true;
+}
+
+/* Phase 1 for a mapped piece. */
+static void
+window_add (struct read_window *w, const struct piece *pc, uint64_t pb)
+{
   uint32_t p0 = pc->off >> PC_CACHE_PAGE_SHIFT;
   uint32_t p1 = (pc->off + pc->len - 1) >> PC_CACHE_PAGE_SHIFT;
-  struct pc_cache_ticket t[MAX_PAGES];
-  uint8_t state[MAX_PAGES];
-  struct iovec iov[MAX_PAGES];
-  char *bounce = NULL;
-  uint32_t p, q, k;
-  int r = 0, rr;
+  struct pc_io_op *run = NULL;
 
-  for (p = p0; p <= p1; p++) {
-    uint32_t pstart = p << PC_CACHE_PAGE_SHIFT;
-    uint32_t lo = pc->off > pstart ? pc->off - pstart : 0;
-    uint32_t hi = pc->off + pc->len - pstart;
-    char *d = dst ? dst + pstart + lo - pc->off : NULL;
-    uint64_t key = page_key (vol, pc->lblock, p);
-
-    if (hi > PC_CACHE_PAGE) hi = PC_CACHE_PAGE;
-    if (d && pc_cache_get (cache, key, d, lo, hi - lo)) {
-      state[p] = PAGE_DONE;
-      continue;
-    }
-    rr = pc_cache_fill_begin (cache, key, &t[p], d, lo, hi - lo);
-    state[p] = rr == 0 ? PAGE_FILL
-             : rr == 1 || dst == NULL ? PAGE_DONE : PAGE_BOUNCE;
+  for (uint32_t p = p0; p <= p1; p++) {
+    unsigned i = w->npages;
+    if (!window_page_add (w, pc, p)) { run = NULL; continue; }
+    if (run) { run->iovcnt++; continue; }
+    run = &w->op[w->nops++];
+    *run = (struct pc_io_op) {
+      .iov = &w->iov[i], .iovcnt = 1, .write = false,
+      .off = pc_data_offset (w->vol->pool, pb) +
+             ((uint64_t) p << PC_CACHE_PAGE_SHIFT),
+    };
   }
-  for (p = p0; p <= p1; p = q) {
-    if (state[p] == PAGE_DONE) { q = p + 1; continue; }
-    for (q = p; q <= p1 && state[q] != PAGE_DONE; q++) {
-      if (state[q] == PAGE_FILL)
-        iov[q - p].iov_base = t[q].buf;
-      else {
-        if (bounce == NULL &&
-            (bounce = bounce_alloc ((uint64_t) (p1 - p0 + 1) * PC_CACHE_PAGE))
-            == NULL && r == 0)
-          r = pc_error (ENOMEM, "out of memory");
-        iov[q - p].iov_base = bounce ? bounce + (q - p0) * PC_CACHE_PAGE : NULL;
-      }
-      iov[q - p].iov_len = PC_CACHE_PAGE;
-    }
-    if (r == 0)
-      r = pc_io_preadv_data (&pool->io, iov, (int) (q - p),
-                             pc_data_offset (pool, pb) +
-                             ((uint64_t) p << PC_CACHE_PAGE_SHIFT));
-    if (r == 0 && pool->opts.fill_delay_us)
-      usleep (pool->opts.fill_delay_us);          /* debug: widen the window */
-    for (k = p; k < q; k++) {
-      uint32_t pstart = k << PC_CACHE_PAGE_SHIFT;
-      uint32_t lo = pc->off > pstart ? pc->off - pstart : 0;
-      uint32_t hi = pc->off + pc->len - pstart;
-      if (hi > PC_CACHE_PAGE) hi = PC_CACHE_PAGE;
-      if (r == 0 && dst)
-        memcpy (dst + pstart + lo - pc->off,
-                (char *) iov[k - p].iov_base + lo, hi - lo);
-      if (state[k] == PAGE_FILL)
-        pc_cache_fill_end (cache, &t[k], r == 0);
-    }
+}
+
+/* Phase 2: read everything (do_io), copy out, publish or release every
+ * reservation; the window is empty afterwards. */
+static int
+window_flush (struct read_window *w, bool do_io)
+{
+  struct pc_pool *pool = w->vol->pool;
+  char *bounce = NULL;
+  unsigned i, b = 0;
+  int r = do_io ? 0 : -EIO;
+
+  if (do_io && w->nbounce &&
+      (bounce = bounce_alloc ((uint64_t) w->nbounce * PC_CACHE_PAGE)) == NULL)
+    r = pc_error (ENOMEM, "out of memory");
+  for (i = 0; bounce && i < w->npages; i++)
+    if (w->pg[i].state == PAGE_BOUNCE)
+      w->iov[i].iov_base = bounce + (size_t) b++ * PC_CACHE_PAGE;
+  if (r == 0)
+    r = pc_io_data_batch (&pool->io, w->op, w->nops);
+  if (r == 0 && w->nops && pool->opts.fill_delay_us)
+    usleep (pool->opts.fill_delay_us);          /* debug: widen the window */
+  for (i = 0; i < w->npages; i++) {
+    struct window_page *g = &w->pg[i];
+    if (g->state == PAGE_DONE || g->state == PAGE_DIRECT) continue;
+    if (r == 0 && g->dst)
+      memcpy (g->dst, (char *) w->iov[i].iov_base + g->lo, g->hi - g->lo);
+    if (g->state == PAGE_FILL)
+      pc_cache_fill_end (pool->cache, &w->t[i], r == 0);
   }
   free (bounce);
+  w->npages = w->nops = w->nbounce = 0;
   return r;
 }
 
 static int
-read_piece (struct pc_volume *vol, const struct piece *pc, void *buf)
+read_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
 {
-  struct pc_pool *pool = vol->pool;
+  struct read_window *w = arg;
   uint64_t pb = pc_blockmap_get (vstate (vol)->map, pc->lblock);
-  char *dst = buf ? (char *) buf + pc->pos : NULL;
+  uint32_t pages = ((pc->off + pc->len - 1) >> PC_CACHE_PAGE_SHIFT) -
+                   (pc->off >> PC_CACHE_PAGE_SHIFT) + 1;
+  int r;
 
   if (pb == PC_NO_BLOCK) {                      /* holes are not cached */
-    if (dst) memset (dst, 0, pc->len);
+    if (w->buf) memset (w->buf + pc->pos, 0, pc->len);
     return 0;
   }
-  race_delay (pool);
-  if (pool->cache)
-    return read_cached (vol, pc, pb, dst);
-  return dst ? pool_read (pool, dst, pc->len,
-                          pc_data_offset (pool, pb) + pc->off) : 0;
+  if (w->npages + pages > WINDOW_PAGES && (r = window_flush (w, true)) < 0)
+    return r;
+  race_delay (vol->pool);
+  window_add (w, pc, pb);
+  return 0;
+}
+
+/* Read (buf) or prefetch (buf NULL) under the invalidate lock shared. */
+static int
+read_range (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
+{
+  struct read_window w;          /* ~22 KiB: fine on a worker's stack */
+  struct pc_range_token tok;
+  int r, r2;
+
+  w.vol = vol;
+  w.buf = buf;
+  w.npages = w.nops = w.nbounce = 0;
+  if ((r = lock_range (vol, &tok, false, count, offset)) < 0)
+    return r;
+  r = for_each_piece (vol, count, offset, read_piece, &w);
+  r2 = window_flush (&w, r == 0);
+  pc_rangelock_unlock (&tok);
+  return r < 0 ? r : r2;
 }
 
 int
 pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
 {
-  struct pc_range_token tok;
   int r;
 
   if ((r = check_range (vol, count, offset)) < 0) return r;
-  if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
-  r = for_each_piece (vol, count, offset, read_piece, buf);
-  pc_rangelock_unlock (&tok);
-  return r;
+  return read_range (vol, buf, count, offset);
 }
 
 /* ---- write ---- */
@@ -388,27 +456,37 @@ get_block (struct pc_pool *pool, uint64_t *pb)
   return pc_alloc_get (pool->alloc, pb);
 }
 
-/* Allocate, fill and publish lblock (allocation lock held). */
+/* Allocation in three steps (allocation lock on lblock held throughout):
+ * take a free block (and clear it when the piece does not cover it, so the
+ * rest reads 0), write the data, then publish -- or, if anything failed,
+ * give the block back unpublished (V3, V4). */
 static int
-allocate_block (struct pc_volume *vol, const struct piece *pc,
-                const char *src)
+alloc_begin (struct pc_volume *vol, const struct piece *pc, bool has_data,
+             uint64_t *pb)
 {
   struct pc_pool *pool = vol->pool;
-  uint64_t pb, off;
   int r;
 
-  if (get_block (pool, &pb) < 0)
+  if (get_block (pool, pb) < 0)
     return pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use)",
                      pool->path, pool->sb.nblocks);
-  off = pc_data_offset (pool, pb);
-  r = 0;
-  if (pc->len < pool->block_size || src == NULL)   /* rest must read 0 */
-    r = pc_io_punch (&pool->io, pool->block_size, off);
-  if (r == 0 && src)
-    r = inject_write_failure (pool)
-      ? pc_error (EIO, "injected write failure (debug switch)")
-      : pool_write (pool, src, pc->len, off + pc->off,
-                    pc->len < pool->block_size);
+  if (pc->len < pool->block_size || !has_data) {
+    r = pc_io_punch (&pool->io, pool->block_size, pc_data_offset (pool, *pb));
+    if (r < 0) {
+      pc_alloc_put_now (pool->alloc, *pb);
+      return r;
+    }
+  }
+  return 0;
+}
+
+/* r: the data write's result. */
+static int
+alloc_publish (struct pc_volume *vol, const struct piece *pc, uint64_t pb,
+               int r)
+{
+  struct pc_pool *pool = vol->pool;
+
   if (r == 0)
     r = pc_store_set_owner (pool, pb, pc_rmap_make (vol->slot, pc->lblock));
   if (r < 0) {
@@ -416,6 +494,31 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
     return r;
   }
   return pc_blockmap_set (vstate (vol)->map, pc->lblock, pb);  /* V3 */
+}
+
+static int
+injected_failure (void)
+{
+  return pc_error (EIO, "injected write failure (debug switch)");
+}
+
+/* Allocate, fill and publish lblock, synchronously. */
+static int
+allocate_block (struct pc_volume *vol, const struct piece *pc,
+                const char *src)
+{
+  struct pc_pool *pool = vol->pool;
+  uint64_t pb;
+  int r;
+
+  if ((r = alloc_begin (vol, pc, src != NULL, &pb)) < 0)
+    return r;
+  if (src)
+    r = inject_write_failure (pool) ? injected_failure ()
+      : pool_write (pool, src, pc->len,
+                    pc_data_offset (pool, pb) + pc->off,
+                    pc->len < pool->block_size);
+  return alloc_publish (vol, pc, pb, r);
 }
 
 /* src == NULL: zero the piece (keeping it allocated). */
@@ -450,10 +553,122 @@ write_or_allocate (struct pc_volume *vol, const struct piece *pc,
   return r;
 }
 
+/* Multi-block writes go through a window of up to WRITE_WINDOW pieces
+ * whose data transfers are issued as one batch (io_uring: concurrently):
+ *  - a piece of a mapped block that needs no read-modify-write is written
+ *    in place;
+ *  - a piece of an unmapped block takes the block's allocation lock, a free
+ *    block (alloc_begin), and keeps the lock until the batch returned and
+ *    the block was published or given back (alloc_publish): V3, V4, I5.
+ *    Allocation locks of one request are taken in ascending block order,
+ *    so two requests cannot deadlock on them (lib/LOCKING);
+ *  - anything else (O_DIRECT read-modify-write of a partial page) is done
+ *    synchronously by write_or_allocate, as zeroing is.
+ * Under O_DIRECT a misaligned source is copied to an aligned bounce buffer
+ * first.  On failure the window is still flushed: every lock released,
+ * every allocated block published or returned. */
+#define WRITE_WINDOW 64u
+
+struct write_piece {
+  struct piece pc;
+  const char *src;
+  uint64_t pb;                  /* allocating: the block taken */
+  bool alloc;                   /* holds tok (allocation lock) */
+  struct pc_range_token tok;
+};
+
+struct write_window {
+  const char *buf;
+  unsigned n;
+  struct write_piece wp[WRITE_WINDOW];
+  struct iovec iov[WRITE_WINDOW];
+  struct pc_io_op op[WRITE_WINDOW];
+  char *bounce[WRITE_WINDOW];
+};
+
 static int
-write_piece (struct pc_volume *vol, const struct piece *pc, void *buf)
+write_window_flush (struct pc_volume *vol, struct write_window *w, int r)
 {
-  return write_or_allocate (vol, pc, (const char *) buf + pc->pos);
+  struct pc_pool *pool = vol->pool;
+  unsigned i, k, nops = 0, idx[WRITE_WINDOW];
+  int res[WRITE_WINDOW], first = r;
+
+  for (i = 0; i < w->n; i++) {
+    struct write_piece *p = &w->wp[i];
+    const char *src = p->src;
+    w->bounce[i] = NULL;
+    res[i] = r;
+    if (r < 0) continue;                 /* the request failed already */
+    if (p->alloc && inject_write_failure (pool)) {
+      res[i] = injected_failure ();
+      continue;
+    }
+    if (pool->io.direct && !is_aligned (src, p->pc.len, p->pc.off)) {
+      if ((w->bounce[i] = bounce_alloc (p->pc.len)) == NULL) {
+        res[i] = pc_error (ENOMEM, "out of memory");
+        continue;
+      }
+      memcpy (w->bounce[i], src, p->pc.len);
+      src = w->bounce[i];
+    }
+    w->iov[nops] = (struct iovec) { (void *) src, p->pc.len };
+    w->op[nops] = (struct pc_io_op) {
+      .iov = &w->iov[nops], .iovcnt = 1, .write = true,
+      .off = pc_data_offset (pool, p->pb) + p->pc.off,
+    };
+    idx[nops++] = i;
+  }
+  if (nops)
+    pc_io_data_batch (&pool->io, w->op, nops);
+  for (k = 0; k < nops; k++)
+    res[idx[k]] = w->op[k].result;
+  for (i = 0; i < w->n; i++) {
+    struct write_piece *p = &w->wp[i];
+    if (p->alloc) {
+      res[i] = alloc_publish (vol, &p->pc, p->pb, res[i]);
+      pc_rangelock_unlock (&p->tok);
+    }
+    if (res[i] < 0 && first == 0) first = res[i];
+    free (w->bounce[i]);
+  }
+  w->n = 0;
+  return first;
+}
+
+/* Queue one piece (or write it now, see above). */
+static int
+write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
+{
+  struct write_window *w = arg;
+  struct pc_vol_state *v = vstate (vol);
+  const char *src = w->buf + pc->pos;
+  struct write_piece *p;
+  int r;
+
+  if (needs_rmw (vol->pool, pc, src))
+    return write_or_allocate (vol, pc, src);
+  if (w->n == WRITE_WINDOW && (r = write_window_flush (vol, w, 0)) < 0)
+    return r;
+  p = &w->wp[w->n];
+  *p = (struct write_piece) { .pc = *pc, .src = src };
+  p->pb = pc_blockmap_get (v->map, pc->lblock);
+  if (p->pb == PC_NO_BLOCK) {
+    r = pc_rangelock_lock_exclusive (v->alloc_lock, &p->tok, pc->lblock, 1);
+    if (r < 0) return pc_error (r, "allocation lock: %s", strerror (-r));
+    p->pb = pc_blockmap_get (v->map, pc->lblock);   /* another writer won? */
+    if (p->pb != PC_NO_BLOCK)
+      pc_rangelock_unlock (&p->tok);
+    else if ((r = alloc_begin (vol, pc, true, &p->pb)) < 0) {
+      pc_rangelock_unlock (&p->tok);
+      return r;
+    }
+    else
+      p->alloc = true;
+  }
+  if (!p->alloc)
+    race_delay (vol->pool);
+  w->n++;
+  return 0;
 }
 
 /* After a request: commit if too many pages are dirty, or for FUA. */
@@ -472,13 +687,17 @@ int
 pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
           uint64_t offset, unsigned flags)
 {
+  struct write_window w;
   struct pc_range_token tok;
   int r;
 
   if ((r = check_writable (vol)) < 0) return r;
   if ((r = check_range (vol, count, offset)) < 0) return r;
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
-  r = for_each_piece (vol, count, offset, write_piece, (void *) buf);
+  w.buf = buf;
+  w.n = 0;
+  r = for_each_piece (vol, count, offset, write_piece, &w);
+  r = write_window_flush (vol, &w, r);
   /* After the pool writes (even a failed request may have written some
    * pieces): drop the pages and void fills that overlapped us (C3). */
   pc_cache_invalidate (vol->pool->cache, page_key (vol, 0, 0) +
@@ -534,7 +753,7 @@ punch_range (struct pc_volume *vol, uint64_t count, uint64_t offset,
   if (locked && (r = lock_range (vol, &tok, true, count, offset)) < 0)
     return r;
   /* SPEC §2: drop the cache, then unmap, all under the exclusive lock, so
-   * no fill can be between its pool read and its insert (V6). */
+   * no fill can be between its pool read and its insert (V1, cache.c C4). */
   pc_cache_punch (vol->pool->cache, page_key (vol, 0, 0) +
                   (offset >> PC_CACHE_PAGE_SHIFT), page_count (count, offset));
   r = for_each_piece (vol, count, offset, fn, NULL);
@@ -562,7 +781,6 @@ int
 pc_prefetch (struct pc_volume *vol, uint64_t count, uint64_t offset)
 {
   struct pc_cache_stats st;
-  struct pc_range_token tok;
   uint64_t cap;
   int r;
 
@@ -572,10 +790,7 @@ pc_prefetch (struct pc_volume *vol, uint64_t count, uint64_t offset)
   pc_cache_get_stats (vol->pool->cache, &st);
   cap = st.capacity_pages << PC_CACHE_PAGE_SHIFT;
   if (count > cap) count = cap;
-  if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
-  r = for_each_piece (vol, count, offset, read_piece, NULL);
-  pc_rangelock_unlock (&tok);
-  return r;
+  return read_range (vol, NULL, count, offset);
 }
 
 /* ---- extents ---- */

@@ -1,7 +1,8 @@
 /* punchcache: pool I/O.
  *
- * The small interface every pool access goes through, so the io_uring
- * backend can replace it later.  Plain pread/pwrite for now; data blocks
+ * The small interface every pool access goes through.  Single transfers
+ * are plain pread/pwrite; the transfers of one multi-block request go as
+ * one batch through io_uring (lib/iobatch.c) where available.  Data blocks
  * go through a second, O_DIRECT descriptor where supported (the block
  * cache is then the only cache); full
  * transfers (short reads/writes and EINTR retried); reads past the end of a
@@ -17,6 +18,8 @@
 
 /* Data I/O mode (pc_io_open_data). */
 enum pc_io_direct { PC_DIRECT_AUTO = 0, PC_DIRECT_ON, PC_DIRECT_OFF };
+/* How batches are issued (pc_io_set_backend). */
+enum pc_io_backend { PC_IO_AUTO = 0, PC_IO_URING, PC_IO_SYNC };
 
 #define PC_IO_ALIGN 4096u       /* O_DIRECT alignment of buffers and offsets */
 #define PC_IO_MAX_IOV 256u      /* iovecs per pc_io_preadv_data call */
@@ -25,6 +28,7 @@ struct pc_io {
   int fd;                /* buffered: metadata, journal, punch, sync */
   int dfd;               /* data blocks: O_DIRECT when direct, else == fd */
   bool direct;
+  bool uring;            /* batches go through io_uring (lib/iobatch.c) */
   bool is_block_device;
   bool can_punch;        /* cleared on EOPNOTSUPP */
   bool can_zero_range;   /* cleared on EOPNOTSUPP */
@@ -53,8 +57,40 @@ int pc_io_pwrite_data (struct pc_io *io, const void *buf, uint64_t count,
 struct iovec;
 int pc_io_preadv_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
                        uint64_t off);
+int pc_io_pwritev_data (struct pc_io *io, const struct iovec *iov,
+                        int iovcnt, uint64_t off);
+/* 1..PC_IO_MAX_IOV iovecs, each aligned when io->direct: 0 or -EINVAL
+ * with a message. */
+int pc_io_check_iov (struct pc_io *io, const struct iovec *iov, int iovcnt,
+                     uint64_t off);
 int pc_io_pwrite (struct pc_io *io, const void *buf, uint64_t count,
                   uint64_t off);
+
+/* ---- batches (lib/iobatch.c) ---- */
+
+/* One transfer of a batch: iovcnt (1..PC_IO_MAX_IOV) buffers, consecutive
+ * in the pool from off, through the data descriptor (alignment rules as
+ * above).  result: 0 or -errno once the batch returned. */
+struct pc_io_op {
+  const struct iovec *iov;
+  int iovcnt;
+  bool write;
+  uint64_t off;
+  int result;
+};
+
+/* Issue every op at once (io_uring when io->uring, else one after another)
+ * and wait for all: on return no op is in flight, whatever the result.
+ * Returns 0 if all transferred fully, else the first op's -errno. */
+int pc_io_data_batch (struct pc_io *io, struct pc_io_op *ops, unsigned n);
+
+/* Choose the batch backend: AUTO uses io_uring if this kernel lets us
+ * create a ring (else *why says why not), URING fails (-errno) if it
+ * cannot, SYNC never uses it (*why = "disabled by io=sync"). */
+int pc_io_set_backend (struct pc_io *io, enum pc_io_backend mode,
+                       const char **why);
+/* Can a ring be created here?  0, or -errno and a static reason. */
+int pc_io_probe_uring (const char **why);
 /* Deallocate and zero [off, off+count): reads return zeros afterwards. */
 int pc_io_punch (struct pc_io *io, uint64_t count, uint64_t off);
 /* Zero [off, off+count), keeping it allocated. */

@@ -42,6 +42,8 @@ struct pc_pool_options {
   bool readonly;
   uint64_t cache_bytes;           /* block cache budget; 0 = no cache */
   int direct_io;                  /* enum pc_io_direct: 0 auto, 1 on, 2 off */
+  int io_backend;                 /* enum pc_io_backend: 0 auto, 1 uring,
+                                   * 2 sync */
   const char *stats_path;         /* write statistics JSON here (or NULL) */
   unsigned stats_interval_ms;     /* 0 = default (2000) */
   /* Debug switches (never for production): */
@@ -104,6 +106,9 @@ int pc_pool_stats_json (struct pc_pool *pool, char **json);
 int pc_pool_write_stats (struct pc_pool *pool, const char *path);
 /* Whether data I/O is O_DIRECT, and if not, why (static string). */
 bool pc_pool_direct_io (struct pc_pool *pool, const char **why);
+/* Do multi-block requests go through io_uring?  If not, *why (if why is
+ * not NULL) says why. */
+bool pc_pool_io_uring (struct pc_pool *pool, const char **why);
 
 /* ---- volumes ---- */
 struct pc_volume_info {

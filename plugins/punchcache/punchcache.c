@@ -46,6 +46,26 @@ static int64_t cache_size = 256 * 1024 * 1024;
 static int64_t block_size = 0;
 static char *stats_path;             /* absolute: nbdkit may chdir / */
 static int direct_mode = PC_DIRECT_AUTO;
+static int io_mode = PC_IO_AUTO;
+
+/* Names of enum values, in enum order (NULL-terminated). */
+static const char *const direct_names[] = { "auto", "on", "off", NULL };
+static const char *const io_names[] = { "auto", "uring", "sync", NULL };
+
+/* key=value where value must be one of names: *out = its index. */
+static int
+parse_choice (const char *key, const char *value, const char *const *names,
+              int *out)
+{
+  for (int i = 0; names[i]; i++)
+    if (strcmp (value, names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  nbdkit_error ("%s=%s: expected %s, %s or %s", key, value, names[0],
+                names[1], names[2]);
+  return -1;
+}
 static struct { char *name; int64_t size; } volume_params[MAX_VOLUME_PARAMS];
 static unsigned nvolume_params;
 
@@ -106,16 +126,10 @@ punchcache_config (const char *key, const char *value)
     free (stats_path);
     return (stats_path = nbdkit_absolute_path (value)) == NULL ? -1 : 0;
   }
-  if (strcmp (key, "direct") == 0) {
-    if (strcmp (value, "auto") == 0) direct_mode = PC_DIRECT_AUTO;
-    else if (strcmp (value, "on") == 0) direct_mode = PC_DIRECT_ON;
-    else if (strcmp (value, "off") == 0) direct_mode = PC_DIRECT_OFF;
-    else {
-      nbdkit_error ("direct=%s: expected auto, on or off", value);
-      return -1;
-    }
-    return 0;
-  }
+  if (strcmp (key, "direct") == 0)
+    return parse_choice (key, value, direct_names, &direct_mode);
+  if (strcmp (key, "io") == 0)
+    return parse_choice (key, value, io_names, &io_mode);
   nbdkit_error ("unknown parameter '%s' (see nbdkit punchcache --help)", key);
   return -1;
 }
@@ -156,6 +170,9 @@ punchcache_config_complete (void)
   "direct=auto|on|off    Read and write data blocks with O_DIRECT so the\n" \
   "                      block cache is the only cache (default auto: use\n" \
   "                      it where the file system supports it).\n" \
+  "io=auto|uring|sync    Issue the transfers of a multi-block request as\n" \
+  "                      one io_uring batch (default auto: where the\n" \
+  "                      kernel allows io_uring) or one after another.\n" \
   "stats=PATH            Write statistics (cache hits, lock waits, space)\n" \
   "                      as JSON to PATH every 2 seconds and at exit."
 
@@ -220,6 +237,7 @@ punchcache_get_ready (void)
     .stats_interval_ms = (unsigned) punchcache_debug_stats_interval_ms,
     .cache_bytes = (uint64_t) cache_size,
     .direct_io = direct_mode,
+    .io_backend = io_mode,
     .stats_path = stats_path,
   };
   const char *why;
@@ -236,9 +254,13 @@ punchcache_get_ready (void)
      * kernel's page cache is also in play. */
     fprintf (stderr, "nbdkit: punchcache: note: data I/O on %s is buffered: "
              "%s\n", pool_path, why);
-  nbdkit_debug ("pool %s: cache %" PRIi64 " bytes, %s data I/O", pool_path,
-                cache_size, pc_pool_direct_io (pool, NULL) ? "O_DIRECT"
-                : "buffered");
+  if (io_mode == PC_IO_AUTO && !pc_pool_io_uring (pool, &why))
+    fprintf (stderr, "nbdkit: punchcache: note: io_uring unavailable, "
+             "batches use system calls: %s\n", why);
+  nbdkit_debug ("pool %s: cache %" PRIi64 " bytes, %s data I/O, %s batches",
+                pool_path, cache_size,
+                pc_pool_direct_io (pool, NULL) ? "O_DIRECT" : "buffered",
+                pc_pool_io_uring (pool, NULL) ? "io_uring" : "sync");
   return add_missing_volumes ();
 }
 
