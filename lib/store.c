@@ -939,6 +939,14 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   if (r == 0 && opts && opts->stats_path &&
       (pool->stats_path = strdup (opts->stats_path)) == NULL)
     r = pc_error (ENOMEM, "out of memory");
+  /* Write the statistics once now, so a path that cannot be written is
+   * an error at start-up, not a file that silently never appears. */
+  if (r == 0 && pool->stats_path &&
+      (r = pc_pool_write_stats (pool, pool->stats_path)) < 0) {
+    char why[400];
+    snprintf (why, sizeof why, "%s", pc_last_error ());
+    r = pc_error (r, "stats=%s cannot be written: %s", pool->stats_path, why);
+  }
   if (r < 0) {
     char msg[512];
     snprintf (msg, sizeof msg, "%s", pc_last_error ());
