@@ -33,7 +33,8 @@
  * one shard; that only costs contention on a mutex held for list work, never
  * a wait across I/O, so we prefer "no allocation on the data path".
  *
- * Invariants (shard mutex held; pc_rangelock_verify checks RL1, RL2, RL5):
+ * Invariants (shard mutex held; pc_rangelock_verify checks RL1, RL2, RL5,
+ * RL6):
  *  RL1 No two GRANTED entries of a shard overlap unless both are shared.
  *  RL2 (fairness) An entry is granted if and only if no EARLIER entry in its
  *      shard's list, granted or waiting, conflicts with it (overlaps it with
@@ -58,6 +59,18 @@
  *  RL5 Lists are well formed: prev/next consistent, head/tail/nentries agree,
  *      each entry lies inside one domain hashed to its shard, and a waiting
  *      entry has its waiter's condition variable set.
+ *  RL6 nexclusive and nwaiting count the listed exclusive and the listed
+ *      not-granted entries.  They make the common case O(1): a shared
+ *      request in a shard with no exclusive entry conflicts with nothing
+ *      (shared never conflicts with shared), so it is granted without the
+ *      scan; a release in a shard with nobody waiting grants nothing, so it
+ *      skips the successor scan.  Both shortcuts give exactly the answer
+ *      of the scans they skip, so RL2 is unchanged.  (A domain is 256 MiB
+ *      at 64 KiB blocks, so fio at QD32 x 2 on a small volume keeps ~64
+ *      reads in one shard's list; without RL6 each of them scanned them
+ *      all under the mutex.  perf put lock_range + grantable at 0.3% of
+ *      the server's cycles there, so this is hygiene, not a speed-up one
+ *      can measure on this machine.)
  *
  * Fairness is per domain, not global: a wide exclusive request still
  * waiting in domain d may find, once it reaches domain d+1, a later shared
@@ -121,6 +134,8 @@ struct shard {
   pthread_mutex_t mutex;
   struct pc_rl_segment *head, *tail;  /* protected by mutex */
   uint64_t nentries;                  /* protected by mutex */
+  uint32_t nexclusive;                /* listed exclusive entries (RL6) */
+  uint32_t nwaiting;                  /* listed entries not granted (RL6) */
 } __attribute__ ((aligned (64)));     /* one cache line each */
 
 struct stats {
@@ -218,6 +233,7 @@ pc_rangelock_destroy (struct pc_rangelock *l)
 static void
 list_append (struct shard *sh, struct pc_rl_segment *s)
 {
+  sh->nexclusive += s->exclusive;
   s->next = NULL;
   s->prev = sh->tail;
   if (sh->tail)
@@ -231,6 +247,7 @@ list_append (struct shard *sh, struct pc_rl_segment *s)
 static void
 list_remove (struct shard *sh, struct pc_rl_segment *s)
 {
+  sh->nexclusive -= s->exclusive;
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -246,14 +263,15 @@ list_remove (struct shard *sh, struct pc_rl_segment *s)
  * names its old successor): only later waiting entries that conflicted
  * with it can have become grantable. */
 static void
-grant_successors (const struct pc_rl_segment *gone,
+grant_successors (struct shard *sh, const struct pc_rl_segment *gone,
                   struct pc_rl_segment *from)
 {
   struct pc_rl_segment *e;
 
-  for (e = from; e != NULL; e = e->next)
+  for (e = from; e != NULL && sh->nwaiting > 0; e = e->next)
     if (!e->granted && conflicts (e, gone) && grantable (e)) {
       e->granted = true;
+      sh->nwaiting--;
       pthread_cond_signal (e->wake);
     }
 }
@@ -287,9 +305,11 @@ acquire_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
 
   shard_lock (sh);
   list_append (sh, s);
-  s->granted = grantable (s);
-  if (!s->granted)
+  s->granted = (!s->exclusive && sh->nexclusive == 0) || grantable (s);
+  if (!s->granted) {
+    sh->nwaiting++;
     return wait_granted (sh, s);
+  }
   shard_unlock (sh);
   return 0;
 }
@@ -301,7 +321,8 @@ release_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
 
   shard_lock (sh);
   list_remove (sh, s);
-  grant_successors (s, s->next);
+  if (sh->nwaiting > 0)
+    grant_successors (sh, s, s->next);
   shard_unlock (sh);
 }
 
@@ -467,14 +488,20 @@ static int
 verify_shard (struct shard *sh, unsigned shard)
 {
   const struct pc_rl_segment *e;
+  uint32_t nexcl = 0, nwait = 0;
   int r = 0;
 
   shard_lock (sh);
   if (!links_ok (sh))
     r = -EUCLEAN;
-  for (e = sh->head; r == 0 && e != NULL; e = e->next)
+  for (e = sh->head; r == 0 && e != NULL; e = e->next) {
     if (!entry_ok (e, shard) || !granted_compatible (e))
       r = -EUCLEAN;
+    nexcl += e->exclusive;
+    nwait += !e->granted;
+  }
+  if (r == 0 && (nexcl != sh->nexclusive || nwait != sh->nwaiting))
+    r = -EUCLEAN;                                       /* RL6 */
   shard_unlock (sh);
   return r;
 }
