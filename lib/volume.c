@@ -457,12 +457,11 @@ get_block (struct pc_pool *pool, uint64_t *pb)
 }
 
 /* Allocation in three steps (allocation lock on lblock held throughout):
- * take a free block (and clear it when the piece does not cover it, so the
- * rest reads 0), write the data, then publish -- or, if anything failed,
+ * take a free block (and, if clear, punch it, so what the write does not
+ * cover reads 0), write the data, then publish -- or, if anything failed,
  * give the block back unpublished (V3, V4). */
 static int
-alloc_begin (struct pc_volume *vol, const struct piece *pc, bool has_data,
-             uint64_t *pb)
+alloc_begin (struct pc_volume *vol, bool clear, uint64_t *pb)
 {
   struct pc_pool *pool = vol->pool;
   int r;
@@ -470,7 +469,7 @@ alloc_begin (struct pc_volume *vol, const struct piece *pc, bool has_data,
   if (get_block (pool, pb) < 0)
     return pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use)",
                      pool->path, pool->sb.nblocks);
-  if (pc->len < pool->block_size || !has_data) {
+  if (clear) {
     r = pc_io_punch (&pool->io, pool->block_size, pc_data_offset (pool, *pb));
     if (r < 0) {
       pc_alloc_put_now (pool->alloc, *pb);
@@ -511,7 +510,8 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
   uint64_t pb;
   int r;
 
-  if ((r = alloc_begin (vol, pc, src != NULL, &pb)) < 0)
+  if ((r = alloc_begin (vol, src == NULL || pc->len < pool->block_size,
+                       &pb)) < 0)
     return r;
   if (src)
     r = inject_write_failure (pool) ? injected_failure ()
@@ -569,6 +569,18 @@ write_or_allocate (struct pc_volume *vol, const struct piece *pc,
  * every allocated block published or returned. */
 #define WRITE_WINDOW 64u
 
+/* Does a new block for this partial piece get written whole (zeros around
+ * the data, no punch first)?  Under O_DIRECT, yes: on a file system a punch
+ * and a write into the hole it left each take the inode lock exclusive,
+ * which serialises every allocating write of the pool; one whole-block
+ * write takes it once.  Buffered, the page cache makes punch + partial
+ * write cheap, and writing zeros would only fill the page cache. */
+static bool
+whole_block_write (struct pc_pool *pool, const struct piece *pc)
+{
+  return pool->io.direct && pc->len < pool->block_size;
+}
+
 struct write_piece {
   struct piece pc;
   const char *src;
@@ -603,18 +615,25 @@ write_window_flush (struct pc_volume *vol, struct write_window *w, int r)
       res[i] = injected_failure ();
       continue;
     }
-    if (pool->io.direct && !is_aligned (src, p->pc.len, p->pc.off)) {
-      if ((w->bounce[i] = bounce_alloc (p->pc.len)) == NULL) {
+    struct piece span = p->pc;           /* what goes to the pool */
+    if (p->alloc && whole_block_write (pool, &p->pc)) {
+      span.off = 0;
+      span.len = pool->block_size;
+    }
+    if (span.len != p->pc.len ||
+        (pool->io.direct && !is_aligned (src, p->pc.len, p->pc.off))) {
+      if ((w->bounce[i] = bounce_alloc (span.len)) == NULL) {
         res[i] = pc_error (ENOMEM, "out of memory");
         continue;
       }
-      memcpy (w->bounce[i], src, p->pc.len);
+      if (span.len != p->pc.len) memset (w->bounce[i], 0, span.len);
+      memcpy (w->bounce[i] + (p->pc.off - span.off), src, p->pc.len);
       src = w->bounce[i];
     }
-    w->iov[nops] = (struct iovec) { (void *) src, p->pc.len };
+    w->iov[nops] = (struct iovec) { (void *) src, span.len };
     w->op[nops] = (struct pc_io_op) {
       .iov = &w->iov[nops], .iovcnt = 1, .write = true,
-      .off = pc_data_offset (pool, p->pb) + p->pc.off,
+      .off = pc_data_offset (pool, p->pb) + span.off,
     };
     idx[nops++] = i;
   }
@@ -658,7 +677,8 @@ write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
     p->pb = pc_blockmap_get (v->map, pc->lblock);   /* another writer won? */
     if (p->pb != PC_NO_BLOCK)
       pc_rangelock_unlock (&p->tok);
-    else if ((r = alloc_begin (vol, pc, true, &p->pb)) < 0) {
+    else if ((r = alloc_begin (vol, !whole_block_write (vol->pool, pc),
+                               &p->pb)) < 0) {
       pc_rangelock_unlock (&p->tok);
       return r;
     }
