@@ -173,6 +173,40 @@ pc_alloc_get (struct pc_alloc *a, uint64_t *pblock)
   return 0;
 }
 
+uint64_t
+pc_alloc_lowest_free (struct pc_alloc *a)
+{
+  uint64_t b;
+
+  alloc_lock (a);
+  b = find_free_locked (a);
+  alloc_unlock (a);
+  return b;
+}
+
+int
+pc_alloc_get_run (struct pc_alloc *a, unsigned max, uint64_t *first,
+                  unsigned *n)
+{
+  uint64_t b;
+  unsigned k = 0;
+
+  alloc_lock (a);
+  b = find_free_locked (a);
+  while (b < a->nblocks && k < max && b + k < a->nblocks &&
+         !test_bit (a->bits, b + k)) {
+    a->bits[WORD (b + k)] |= MASK (b + k);
+    k++;
+  }
+  a->used += k;
+  a->hint = b + k;                               /* A3: b was the lowest */
+  alloc_unlock (a);
+  if (k == 0) return -ENOSPC;
+  *first = b;
+  *n = k;
+  return 0;
+}
+
 static void
 clear_locked (struct pc_alloc *a, uint64_t b)
 {

@@ -347,6 +347,14 @@ pc_io_zero (struct pc_io *io, uint64_t count, uint64_t off)
 }
 
 int
+pc_io_zero_fast (struct pc_io *io, uint64_t count, uint64_t off)
+{
+  return try_fallocate (io, &io->can_zero_range,
+                        FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                        count, off);
+}
+
+int
 pc_io_sync (struct pc_io *io)
 {
   if (fdatasync (io->fd) == -1)

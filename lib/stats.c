@@ -71,6 +71,11 @@ print_pool (FILE *f, struct pc_pool *pool)
            pool->io.direct ? "true" : "false");
   if (pool->direct_why) pc_json_string (f, pool->direct_why);
   else fputs ("null", f);
+  pthread_mutex_lock (&pool->prep_mutex);
+  fprintf (f, ",\n    \"prepared_blocks\": %" PRIu64 ",\n    \"prepared_runs\": %"
+           PRIu64 ",\n    \"prepared_total\": %" PRIu64, in.prepared_blocks,
+           pool->prep_runs, pool->prep_blocks);
+  pthread_mutex_unlock (&pool->prep_mutex);
   fprintf (f, ",\n    \"io_uring\": %s,\n    \"io_uring_note\": ",
            pool->io.uring ? "true" : "false");
   if (pool->uring_why) pc_json_string (f, pool->uring_why);

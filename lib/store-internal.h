@@ -27,6 +27,8 @@
 #error "the in-RAM reverse map is stored in on-disk (little-endian) order"
 #endif
 
+#define PC_PREP_MAX 256u         /* prepared blocks kept at most */
+
 /* One volume slot.  name/size/in_use/open_count are protected by
  * pool->vol_mutex; while open_count > 0 they do not change, so the data
  * path reads them without the mutex.  map, inval and alloc_lock exist iff
@@ -60,6 +62,14 @@ struct pc_pool {
   struct pc_vol_state vols[PC_MAX_VOLUMES];
 
   struct pc_alloc *alloc;
+  /* Prepared blocks (volume.c): free blocks taken from the allocator in
+   * runs and zeroed with one FALLOC_FL_ZERO_RANGE per run, so allocating
+   * writes into them skip the punch and write only their data.  Protected
+   * by prep_mutex, a leaf held for the stack operations only. */
+  pthread_mutex_t prep_mutex;
+  uint64_t prep[PC_PREP_MAX];
+  unsigned nprep;
+  uint64_t prep_runs, prep_blocks;  /* statistics */
   struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
   const char *uring_why;        /* why batches use system calls, or NULL */
@@ -95,6 +105,10 @@ struct pc_pool {
   pthread_mutex_t commit_cond_mutex;
   pthread_cond_t commit_cond;
 };
+
+/* volume.c */
+/* Give the prepared blocks back to the allocator, punched (pool close). */
+void pc_volume_release_prepared (struct pc_pool *pool);
 
 /* stats.c */
 #define PC_DEFAULT_STATS_INTERVAL_MS 2000u

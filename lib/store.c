@@ -847,6 +847,7 @@ init_mutexes (struct pc_pool *pool)
 {
   pthread_mutex_init (&pool->vol_mutex, NULL);
   pthread_mutex_init (&pool->meta_mutex, NULL);
+  pthread_mutex_init (&pool->prep_mutex, NULL);
   pthread_mutex_init (&pool->commit_mutex, NULL);
   pthread_mutex_init (&pool->commit_cond_mutex, NULL);
 }
@@ -906,6 +907,7 @@ pc_store_free (struct pc_pool *pool)
   free (pool->path);
   pthread_mutex_destroy (&pool->vol_mutex);
   pthread_mutex_destroy (&pool->meta_mutex);
+  pthread_mutex_destroy (&pool->prep_mutex);
   pthread_mutex_destroy (&pool->commit_mutex);
   pthread_mutex_destroy (&pool->commit_cond_mutex);
   free (pool);
@@ -964,6 +966,7 @@ pc_pool_close (struct pc_pool *pool)
 
   if (pool == NULL) return 0;
   stop_committer (pool);
+  pc_volume_release_prepared (pool);
   r = pc_store_commit (pool);
   if (r == 0 && !pool->readonly && pool->journal_head > 0) {
     /* Clean close: every journaled page is in place once synced, so the
@@ -993,8 +996,13 @@ pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info)
   info->block_size = pool->block_size;
   info->nblocks = pool->sb.nblocks;
   info->capacity = pool->sb.nblocks << pool->block_shift;
-  info->used_blocks = st.used + st.pending;
-  info->free_blocks = st.free;
+  /* Prepared blocks are taken from the allocator but hold no data: they
+   * count as free. */
+  pthread_mutex_lock (&pool->prep_mutex);
+  info->used_blocks = st.used + st.pending - pool->nprep;
+  info->free_blocks = st.free + pool->nprep;
+  info->prepared_blocks = pool->nprep;
+  pthread_mutex_unlock (&pool->prep_mutex);
   info->total_bytes = pool->sb.total_bytes;
   info->journal_pages = pool->sb.journal_pages;
   info->meta_pages = pool->sb.meta_pages;

@@ -23,7 +23,11 @@
 # Measured while writing it (2 cores, 6 s per run): lock removed, 10 of 10
 # runs caught violations (typically 1000-3000 foreign reads across volumes,
 # i.e. one tenant's data served to another); with the lock, 0 violations in
-# 10 of 10 runs (~15000-30000 reads checked each).
+# 10 of 10 runs (~15000-30000 reads checked each).  Re-measured after
+# prepared blocks (lib/volume.c) on a machine loaded by other benchmarks:
+# lock removed, 9 of 10 runs caught 80-904 foreign reads (direct=off: 40-280,
+# so the load, not the allocator, makes the difference); hence up to three
+# runs below.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires test -x "$top_builddir/tests/race-client"
 
@@ -53,8 +57,16 @@ run 0 5 --expect-clean --allow-write-errors ||
     fail "a failed write lost or corrupted data of another write"
 "$PUNCHCACHE" check "$pool" || fail "pool damaged after failed writes"
 
+# One 6 s run catches the bug 9-10 times in 10 (see above); up to three
+# runs, stopping at the first catch, make a miss a one-in-a-thousand event
+# instead of a flaky CI.
 echo "== lock removed (debug switch): expect violations"
-rm -f "$pool"
-run 1 0 --expect-violations ||
-    fail "the race test did not catch the missing invalidate lock"
+caught=no
+for attempt in 1 2 3; do
+    rm -f "$pool"
+    if run 1 0 --expect-violations; then caught=yes; break; fi
+    echo "attempt $attempt: no violation caught"
+done
+[ "$caught" = yes ] ||
+    fail "the race test did not catch the missing invalidate lock in 3 runs"
 echo "race test: OK (violations caught only without the lock)"

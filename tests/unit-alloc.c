@@ -98,6 +98,36 @@ test_lowest_first_and_enospc (void **state)
   assert_int_equal (pc_alloc_verify (a), 0);
 }
 
+/* pc_alloc_get_run: the lowest free block and the free ones right after
+ * it, stopping at a used block, at max, and at the end of the pool. */
+static void
+test_get_run (void **state)
+{
+  struct pc_alloc *a = ctx_new (state, 130);
+  uint64_t first = 0;
+  unsigned n = 0;
+
+  assert_int_equal (pc_alloc_mark_used (a, 0), 0);
+  assert_int_equal (pc_alloc_mark_used (a, 10), 0);
+  assert_int_equal (pc_alloc_get_run (a, 16, &first, &n), 0);
+  assert_int_equal (first, 1);
+  assert_int_equal (n, 9);                          /* stops at used 10 */
+  assert_int_equal (pc_alloc_get_run (a, 16, &first, &n), 0);
+  assert_int_equal (first, 11);
+  assert_int_equal (n, 16);                         /* stops at max */
+  assert_int_equal (get (a), 27);                   /* hint moved past */
+  pc_alloc_put_now (a, 5);
+  assert_int_equal (pc_alloc_get_run (a, 16, &first, &n), 0);
+  assert_int_equal (first, 5);                      /* lowest first */
+  assert_int_equal (n, 1);
+  for (uint64_t b = 28; b < 120; b++) assert_int_equal (get (a), b);
+  assert_int_equal (pc_alloc_get_run (a, 64, &first, &n), 0);
+  assert_int_equal (first, 120);
+  assert_int_equal (n, 10);                         /* stops at the end */
+  assert_int_equal (pc_alloc_get_run (a, 1, &first, &n), -ENOSPC);
+  assert_stats (a, 130, 0, 0);
+}
+
 static void
 test_mark_used (void **state)
 {
@@ -312,6 +342,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown (test_lowest_first_and_enospc, teardown),
+    cmocka_unit_test_teardown (test_get_run, teardown),
     cmocka_unit_test_teardown (test_mark_used, teardown),
     cmocka_unit_test_teardown (test_deferred, teardown),
     cmocka_unit_test_teardown (test_deferred_out_of_order, teardown),

@@ -37,6 +37,13 @@ int pc_alloc_mark_used (struct pc_alloc *a, uint64_t pblock);
 
 /* Allocate the lowest free block.  0 and *pblock, or -ENOSPC. */
 int pc_alloc_get (struct pc_alloc *a, uint64_t *pblock);
+/* The lowest free block now (nblocks if none); it may be taken at once by
+ * another thread: a hint, not a reservation. */
+uint64_t pc_alloc_lowest_free (struct pc_alloc *a);
+/* Allocate the lowest free block and the free blocks right after it, up
+ * to max (>= 1) in all: 0 with *first and *n (1..max), or -ENOSPC. */
+int pc_alloc_get_run (struct pc_alloc *a, unsigned max, uint64_t *first,
+                      unsigned *n);
 
 /* Return a block that was never published (its write failed): reusable at
  * once. */

@@ -95,6 +95,9 @@ int pc_io_probe_uring (const char **why);
 int pc_io_punch (struct pc_io *io, uint64_t count, uint64_t off);
 /* Zero [off, off+count), keeping it allocated. */
 int pc_io_zero (struct pc_io *io, uint64_t count, uint64_t off);
+/* The same, only by FALLOC_FL_ZERO_RANGE (a metadata operation): 0, or
+ * -EOPNOTSUPP (no fallback tried) or another -errno. */
+int pc_io_zero_fast (struct pc_io *io, uint64_t count, uint64_t off);
 /* Data and metadata of the file durable (fdatasync). */
 int pc_io_sync (struct pc_io *io);
 

@@ -92,6 +92,7 @@ struct pc_pool_info {
   uint64_t meta_pages;
   uint64_t commits;          /* commits since open */
   uint64_t metadata_ram;     /* bytes of RAM used by maps */
+  uint64_t prepared_blocks;  /* free blocks zeroed ahead (counted free) */
   unsigned nvolumes;
   uint8_t uuid[16];
 };
