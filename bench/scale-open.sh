@@ -88,7 +88,8 @@ DESCRIPTION
     build, the open times (median, minimum, maximum over REPS), the memory,
     and a verdict line per target.  When SIZE is not 1 TiB the 1 TiB
     figures are also extrapolated linearly (open work and metadata are
-    linear in the allocated blocks), and the report says so.  Progress
+    linear in the allocated blocks; open time only from 64G up, below
+    that it is lost in the noise), and the report says so.  Progress
     goes to standard error.
 
 OPTIONS
@@ -621,14 +622,18 @@ report=$dir/report.md
          "warm $nb_warm ms ($(verdict "$nb_warm" 1000)), cold $nb_cold ms" \
          "($(verdict "$nb_cold" 1000)); \`punchcache info\` warm $in_warm ms," \
          "cold $in_cold ms."
+  elif (( size < 64 * gib )); then
+    echo "- open < 1 s with 1 TiB allocated: not judged. At $size_arg the open's" \
+         "own work is within the timing noise (warm $nb_warm ms, cold $nb_cold ms," \
+         "empty pool $nb_empty ms), too little to extrapolate from: use --size 64G" \
+         "or more, ideally 1T."
   else
     echo "- open < 1 s with 1 TiB allocated: measured at $size_arg only," \
          "**extrapolated** to 1 TiB as empty-pool start-up + ×$scale the rest" \
          "(the open's work is linear in the allocated blocks):" \
          "warm ≈ $(extra "$nb_warm") ms ($(verdict "$(extra "$nb_warm")" 1000))," \
          "cold ≈ $(extra "$nb_cold") ms ($(verdict "$(extra "$nb_cold")" 1000))." \
-         "Measured at $size_arg: warm $nb_warm ms, cold $nb_cold ms, empty pool $nb_empty ms" \
-         "(at small sizes the difference is within the noise: measure at 1T)."
+         "Measured at $size_arg: warm $nb_warm ms, cold $nb_cold ms, empty pool $nb_empty ms."
   fi
   echo "- metadata RAM ≤ 0.1% of allocated data (block size $bs):" \
        "pool.metadata_ram $(pct "$meta_ram") ($(within "$meta_ram"))," \
