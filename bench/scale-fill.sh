@@ -45,12 +45,17 @@ DESCRIPTION
        completion order and cuts them into slices of 5% of the pool: slice
        k holds the writes that took the pool from 5k% to 5(k+1)% full.
        Per slice it reports MB/s (bytes / time from the previous slice's
-       last completion to this slice's last), IOPS, and the median and
-       99th percentile write latency.  The curve is summarised as the
-       ratio of the slowest slice to the first, and of the mean of the last
-       three slices to the mean of the first three.  SPEC §7 asks for "no
-       cliff" without a number; this script calls a slice below 50% of
-       the first slice's throughput a cliff (and says so in the report).
+       last completion to this slice's last), IOPS, the median and 99th
+       percentile write latency, and the server's CPU time per write
+       (nbdkit's user + system time, sampled every 0.1 s from /proc): a
+       figure that other jobs on the machine barely move, so a rise in it
+       is the pool's own doing, while a dip in MB/s alone may be a
+       neighbour's.  The curve is summarised as the ratio of the slowest
+       slice to the first, the mean of the last three slices over the mean
+       of the first three, for MB/s and for server CPU per write.  SPEC §7
+       asks for "no cliff" without a number; this script calls a slice
+       below 50% of the first slice's throughput a cliff (and says so in
+       the report).
        It checks that fio wrote every expected byte and that no offset was
        written twice.
 
@@ -316,11 +321,12 @@ b.shutdown(); s.shutdown()
 print(json.dumps(out))
 PY
 
-# slices.py rep MERGED NBLOCKS BS OUT.json: cut one run's merged log into
-# slices of 5% of the pool (MB/s, IOPS, latency p50/p99 per slice).
+# slices.py rep MERGED NBLOCKS BS OUT.json CPULOG CLK_TCK: cut one run's
+# merged log into slices of 5% of the pool (MB/s, IOPS, latency p50/p99 and
+# the server's CPU time per write, from CPULOG's "time ticks" samples).
 # slices.py sum BS-LABEL OUT REP.json...: per slice, the median over the
 # repetitions; markdown rows to OUT.table and "slowest/first slowest-index
-# last3/first3 seconds cliff" to OUT.summary.
+# last3/first3 seconds cliff cpu-last3/first3" to OUT.summary.
 cat >"$dir/slices.py" <<'PY'
 import json, statistics, sys
 
@@ -328,14 +334,23 @@ def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
 
-def rep(path, nb, bs, out):
+def cpu_at(samples, when):
+    """Server CPU seconds at time when, interpolated between samples."""
+    for (t1, c1), (t2, c2) in zip(samples, samples[1:]):
+        if t1 <= when <= t2:
+            return c1 + (c2 - c1) * (when - t1) / max(t2 - t1, 1e-9)
+    return samples[0][1] if when < samples[0][0] else samples[-1][1]
+
+def rep(path, nb, bs, out, cpulog, tck):
+    samples = [(float(a), int(b) / tck) for a, b in
+               (line.split() for line in open(cpulog))]
     t, lat = [], []
     for line in open(path):
         f = line.split()
         t.append(int(f[0]) / 1000.0)           # completion, s
         lat.append(int(f[1]) / 1e6)            # latency, ms
     t0 = min(ti - li / 1000.0 for ti, li in zip(t, lat))   # first submission
-    r, prev = {"mbs": [], "iops": [], "p50": [], "p99": []}, t0
+    r, prev = {"mbs": [], "iops": [], "p50": [], "p99": [], "cpu": []}, t0
     for k in range(19):
         lo, hi = round(k * nb / 20), min(round((k + 1) * nb / 20), len(t))
         if lo >= hi:
@@ -345,6 +360,8 @@ def rep(path, nb, bs, out):
         r["iops"].append((hi - lo) / dt)
         r["p50"].append(pct(lat[lo:hi], 0.5))
         r["p99"].append(pct(lat[lo:hi], 0.99))
+        r["cpu"].append((cpu_at(samples, t[hi - 1]) - cpu_at(samples, prev))
+                        / (hi - lo) * 1e6)     # server CPU us per write
         prev = t[hi - 1]
     r["seconds"] = t[-1] - t0
     json.dump(r, open(out, "w"))
@@ -357,21 +374,34 @@ def summary(out, paths):
     rows = []
     for k in range(n):
         all_k = sorted(r["mbs"][k] for r in reps)
-        rows.append("| %d–%d%% | %.1f | %.1f–%.1f | %.0f | %.2f | %.2f | %.2f |" % (
+        rows.append("| %d–%d%% | %.1f | %.1f–%.1f | %.0f | %.2f | %.2f | %.0f | %.2f |" % (
             5 * k, 5 * k + 5, mbs[k], all_k[0], all_k[-1], med("iops", k),
-            med("p50", k), med("p99", k), mbs[k] / mbs[0]))
+            med("p50", k), med("p99", k), med("cpu", k), mbs[k] / mbs[0]))
     slow = min(range(n), key=lambda k: mbs[k])
     open(out + ".table", "w").write("\n".join(rows) + "\n")
-    open(out + ".summary", "w").write("%.3f %d %.3f %.1f %d\n" % (
+    cpu = [med("cpu", k) for k in range(n)]
+    open(out + ".summary", "w").write("%.3f %d %.3f %.1f %d %.3f\n" % (
         mbs[slow] / mbs[0], slow, (sum(mbs[-3:]) / 3) / (sum(mbs[:3]) / 3),
         statistics.median(r["seconds"] for r in reps),
-        1 if mbs[slow] < 0.5 * mbs[0] else 0))
+        1 if mbs[slow] < 0.5 * mbs[0] else 0,
+        (sum(cpu[-3:]) / 3) / max(sum(cpu[:3]) / 3, 1e-9)))
 
 if sys.argv[1] == "rep":
-    rep(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    rep(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
+        sys.argv[6], int(sys.argv[7]))
 else:
     summary(sys.argv[2], sys.argv[3:])
 PY
+
+# sample_cpu PID: "epoch-seconds cpu-ticks" of PID (user + system time,
+# every thread) every 0.1 s, until killed.
+sample_cpu () {
+  local f
+  while read -r -a f <"/proc/$1/stat" 2>/dev/null; do
+    echo "$EPOCHREALTIME $(( f[13] + f[14] ))"
+    sleep 0.1
+  done
+}
 
 # run_bs BS REP: steps 1-3 for one write size; leaves $dir/BS.REP.json (the
 # slices), $dir/BS.REP.sanity and $dir/BS.REP.commits.
@@ -395,7 +425,9 @@ run_bs () {
 
   log "bs $kb, rep $r/$reps: fio randwrite to 95% of $size_arg ($n_total" \
       "writes, $jobs jobs x iodepth $iodepth)"
-  rm -f "$dir"/lat.*
+  rm -f "$dir"/lat_*
+  sample_cpu "$srv" >"$dir/cpu.log" &
+  sampler=$!
   timeout -k 5 "$timeout_s" fio --name=fill --ioengine=nbd \
     --uri="nbd+unix:///bench?socket=$dir/srv.sock" --rw=randwrite \
     --bs="$bs" --iodepth="$iodepth" --numjobs="$jobs" --size="$region" \
@@ -404,6 +436,7 @@ run_bs () {
     --log_unix_epoch=1 --output-format=json --output="$dir/fio.$kb.json" \
     >"$dir/fio.$kb.log" 2>&1 ||
     die "fio (bs $kb) failed or timed out after $timeout_s s: $(tail -5 "$dir/fio.$kb.log")"
+  kill "$sampler"; wait "$sampler" 2>/dev/null || :
   [ "$(jq -r '.jobs[0].error' "$dir/fio.$kb.json")" = 0 ] ||
     die "fio (bs $kb) reported an error (see its JSON)"
   [ "$(jq -r '.jobs[0].write.io_bytes' "$dir/fio.$kb.json")" = $(( jobs * per_job )) ] ||
@@ -417,7 +450,8 @@ run_bs () {
   dups=$(awk '{ print $5 }' "$dir/merged.$kb" | sort -n | uniq -d | wc -l)
   (( dups == 0 )) || log "warning: $dups offsets written more than once"
 
-  python3 "$dir/slices.py" rep "$dir/merged.$kb" $(( size / bs )) "$bs" "$dir/$kb.$r.json"
+  python3 "$dir/slices.py" rep "$dir/merged.$kb" $(( size / bs )) "$bs" \
+    "$dir/$kb.$r.json" "$dir/cpu.log" "$(getconf CLK_TCK)"
 
   log "bs $kb: filling the remaining 5% and checking ENOSPC, trim, flush"
   timeout -k 5 "$timeout_s" python3 "$dir/full.py" "$dir/srv.sock" "$bs" \
@@ -493,18 +527,19 @@ report=$dir/report.md
        "completion)."
   for bs in "${bss[@]}"; do
     kb=$(( bs / 1024 ))K
-    read -r ratio sk trend total cliff <"$dir/$kb.summary"
+    read -r ratio sk trend total cliff cputrend <"$dir/$kb.summary"
     echo
     echo "#### ${kb} random writes, ${kb} blocks"
     echo
-    echo "| pool fill | MB/s | MB/s range | IOPS | lat p50 ms | lat p99 ms | vs first |"
-    echo "|---|--:|--:|--:|--:|--:|--:|"
+    echo "| pool fill | MB/s | MB/s range | IOPS | lat p50 ms | lat p99 ms | server CPU µs/write | vs first |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|"
     cat "$dir/$kb.table"
     echo
     echo "Medians over $reps rep(s) (range: min–max MB/s)." \
          "0 → 95% in $total s. Slowest slice / first: **$ratio** (slice" \
          "$(( 5 * sk ))–$(( 5 * sk + 5 ))%); mean of the last three / mean of" \
-         "the first three: **$trend**. $( (( cliff )) &&
+         "the first three: **$trend**; server CPU per write, last three /" \
+         "first three: **$cputrend**. $( (( cliff )) &&
            echo "**Cliff**: a slice below 50% of the first." ||
            echo "No cliff (no slice below 50% of the first).")" \
          "Commits per run: $(cat "$dir/$kb".*.commits | tr '\n' ' ' | sed 's/ $//')."
