@@ -503,9 +503,9 @@ if [ $profile = yes ]; then
   wait "${pid[perf]}" || die "perf record failed: $(cat "$dir/perf.log")"
   unset 'pid[perf]'
   perf report -i "$dir/perf.data" --children --stdio --sort sym -g none \
-    2>/dev/null | awk '/%/ && !/^#/ && n++ < 40' >"$dir/perf.children"
+    2>/dev/null | awk '/%/ && !/^#/ && $NF !~ /^0x/ && n++ < 40' >"$dir/perf.children"
   perf report -i "$dir/perf.data" --no-children --stdio --sort dso,sym -g none \
-    2>/dev/null | awk '/%/ && !/^#/ && n++ < 25' >"$dir/perf.self"
+    2>/dev/null | awk '/%/ && !/^#/ && $NF !~ /^0x/ && n++ < 25' >"$dir/perf.self"
   prof_samples=$(perf script -i "$dir/perf.data" -F period 2>/dev/null | wc -l)
 fi
 
@@ -646,7 +646,8 @@ report=$dir/report.md
     echo
     echo "**Profile** of one warm open, ready and SIGTERM close" \
          "(\`perf record --call-graph dwarf -F 2000 -- nbdkit -f ... cache=0\`," \
-         "$prof_samples samples), inclusive:"
+         "$prof_samples samples; unresolved addresses in the stripped nbdkit" \
+         "binary left out), inclusive:"
     echo
     echo '```'
     cat "$dir/perf.children"
