@@ -70,7 +70,7 @@ static uint8_t *
 page_get_or_create_locked (struct pc_pool *pool, uint32_t page_no)
 {
   if (pool->pages[page_no] == NULL) {
-    uint8_t *p = aligned_alloc (PC_PAGE_SIZE, PC_PAGE_SIZE);
+    uint8_t *p = malloc (PC_PAGE_SIZE);  /* no alignment needed: copied */
     if (p == NULL)
       return NULL;
     memset (p, 0, PC_PAGE_SIZE);
@@ -597,7 +597,8 @@ keep_page (struct pc_pool *pool, uint32_t page_no, const uint8_t *img)
   pool->pages[page_no] = NULL;
   if (page_is_zero (img))
     return 0;
-  pool->pages[page_no] = aligned_alloc (PC_PAGE_SIZE, PC_PAGE_SIZE);
+  pool->pages[page_no] = malloc (PC_PAGE_SIZE);   /* 4 KiB + 16, where
+                                                   * aligned_alloc took 8 KiB */
   if (pool->pages[page_no] == NULL)
     return pc_error (ENOMEM, "out of memory for metadata");
   memcpy (pool->pages[page_no], img, PC_PAGE_SIZE);
