@@ -303,6 +303,33 @@ pc_alloc_release_through (struct pc_alloc *a, uint64_t epoch)
   alloc_unlock (a);
 }
 
+static int
+cmp_u64 (const void *x, const void *y)
+{
+  uint64_t a = *(const uint64_t *) x, b = *(const uint64_t *) y;
+  return a < b ? -1 : a > b;
+}
+
+int64_t
+pc_alloc_releasable (struct pc_alloc *a, uint64_t epoch, uint64_t **out)
+{
+  size_t i, n = 0;
+  uint64_t *v;
+
+  *out = NULL;
+  alloc_lock (a);
+  while (a->head + n < a->ndef && a->def[a->head + n].epoch <= epoch)
+    n++;                                         /* A5: a prefix */
+  v = n ? malloc (n * sizeof *v) : NULL;
+  for (i = 0; v && i < n; i++)
+    v[i] = a->def[a->head + i].pblock;
+  alloc_unlock (a);
+  if (n && v == NULL) return -ENOMEM;
+  if (n) qsort (v, n, sizeof *v, cmp_u64);
+  *out = v;
+  return (int64_t) n;
+}
+
 void
 pc_alloc_get_stats (struct pc_alloc *a, struct pc_alloc_stats *out)
 {

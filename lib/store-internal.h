@@ -93,6 +93,8 @@ struct pc_pool {
   uint64_t commits_started;     /* atomic reads allowed */
   uint64_t commits_done;        /* generation of the last completed commit */
   uint64_t ncommits;            /* commits that wrote a transaction */
+  uint64_t punched_runs;        /* freed-block runs punched by commits */
+  uint64_t punch_errors;        /* ... whose punch failed (space kept) */
   int broken;                   /* sticky -errno after a failed commit */
   bool data_dirty;              /* atomic: data written since last sync */
   uint32_t txn_max;             /* pages per transaction */

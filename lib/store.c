@@ -254,6 +254,32 @@ commit_txn (struct pc_pool *pool, uint32_t n, const uint32_t *page_nos,
   return r;
 }
 
+/* Give the host back the space of the blocks this commit frees, one
+ * punch per run of adjacent blocks.  Trims unmap at once but punch here,
+ * in a batch: on a file system every punch takes the inode lock exclusive
+ * and waits for all O_DIRECT I/O in flight on the file, stalling reads of
+ * unrelated ranges (SPEC I8), so one punch per commit and run, not one
+ * per trimmed block.  A failed punch only leaves space allocated on the
+ * host (the block is still freed: its contents never matter, allocation
+ * clears or prepares what it takes), so it does not fail the commit.
+ * (commit_mutex held: no one else releases or punches.) */
+static void
+punch_released (struct pc_pool *pool, uint64_t epoch)
+{
+  uint64_t *v;
+  int64_t n = pc_alloc_releasable (pool->alloc, epoch, &v);
+
+  for (int64_t i = 0, j; i < n; i = j) {
+    for (j = i + 1; j < n && v[j] == v[j - 1] + 1; j++)
+      ;
+    if (pc_io_punch (&pool->io, (uint64_t) (j - i) << pool->block_shift,
+                     pc_data_offset (pool, v[i])) < 0)
+      pool->punch_errors++;
+    pool->punched_runs++;
+  }
+  free (v);
+}
+
 static int
 commit_locked (struct pc_pool *pool)
 {
@@ -273,6 +299,7 @@ commit_locked (struct pc_pool *pool)
     done += n;
   }
   if (r == 0) {
+    punch_released (pool, s.epoch);
     pc_alloc_release_through (pool->alloc, s.epoch); /* ST2 */
     if (s.n) pool->ncommits++;
   }
@@ -1134,8 +1161,7 @@ free_blocks_from (struct pc_pool *pool, struct pc_vol_state *v, uint64_t from)
   while (r == 0 &&
          (lb = pc_blockmap_next_mapped (v->map, lb, v->nblocks)) != PC_NO_BLOCK) {
     pb = pc_blockmap_clear (v->map, lb);
-    r = pc_io_punch (&pool->io, pool->block_size, pc_data_offset (pool, pb));
-    if (r == 0) r = pc_store_free_block (pool, pb);
+    r = pc_store_free_block (pool, pb);   /* punched by its commit */
     if (r == 0 && pc_store_ndirty (pool) >= pool->txn_max / 2)
       r = pc_store_commit (pool);
     lb++;

@@ -885,7 +885,6 @@ punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   struct pc_pool *pool = vol->pool;
   struct pc_vol_state *v = vstate (vol);
   uint64_t pb;
-  int r;
 
   /* Partial block: zero in place.  The volume's last block, when the
    * size is not a multiple of the block size, counts as whole. */
@@ -899,10 +898,8 @@ punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   pb = pc_blockmap_clear (v->map, pc->lblock);  /* new readers see a hole */
   if (pb == PC_NO_BLOCK)
     return 0;
-  r = pc_io_punch (&pool->io, pool->block_size, pc_data_offset (pool, pb));
-  if (r == 0)
-    r = pc_store_free_block (pool, pb);         /* reusable after commit */
-  return r;
+  /* Reusable, and punched (host space back), by the next commit. */
+  return pc_store_free_block (pool, pb);
 }
 
 static int

@@ -49,6 +49,12 @@ int pc_alloc_get_run (struct pc_alloc *a, unsigned max, uint64_t *first,
  * once. */
 void pc_alloc_put_now (struct pc_alloc *a, uint64_t pblock);
 
+/* The deferred blocks that pc_alloc_release_through (epoch) would free
+ * now, ascending, in a malloc'd array *out (NULL if none): their count, or
+ * -ENOMEM.  Only the caller of release_through may call it (the set can
+ * only grow in between, never lose a block). */
+int64_t pc_alloc_releasable (struct pc_alloc *a, uint64_t epoch,
+                             uint64_t **out);
 /* A published block was unmapped; reusable once commit `epoch` is durable. */
 int pc_alloc_defer (struct pc_alloc *a, uint64_t pblock, uint64_t epoch);
 
