@@ -157,6 +157,18 @@ test_deferred (void **state)
   assert_int_equal (pc_alloc_defer (a, 0, 11), 0);
   assert_stats (a, 2, 2, 0);
   assert_int_equal (pc_alloc_get (a, &p), -ENOSPC);       /* I3b */
+  /* What a commit of epoch 9, 10, 11 would punch: prefixes, ascending. */
+  uint64_t *v;
+  assert_int_equal (pc_alloc_releasable (a, 9, &v), 0);
+  assert_null (v);
+  assert_int_equal (pc_alloc_releasable (a, 10, &v), 1);
+  assert_int_equal (v[0], 2);
+  free (v);
+  assert_int_equal (pc_alloc_releasable (a, 11, &v), 2);
+  assert_int_equal (v[0], 0);
+  assert_int_equal (v[1], 2);
+  free (v);
+  assert_stats (a, 2, 2, 0);                              /* nothing freed */
   pc_alloc_release_through (a, 9);
   assert_int_equal (pc_alloc_get (a, &p), -ENOSPC);
   pc_alloc_release_through (a, 10);                       /* only epoch 10 */
