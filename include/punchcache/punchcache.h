@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "punchcache/json.h"        /* pc_json_string, the JSON reader */
+
 struct pc_pool;
 struct pc_volume;
 
@@ -28,9 +30,6 @@ const char *pc_last_error (void);
 /* For library code: record a message (printf-style) and return -err. */
 int pc_error (int err, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
-
-/* Write str as a JSON string literal (escaped; invalid UTF-8 -> U+FFFD). */
-void pc_json_string (FILE *f, const char *str);
 
 /* ---- sizes ---- */
 /* Parse "512", "64K", "1M", "10G", "1T", "2P", "1E" (also "KiB", "k", etc.,
