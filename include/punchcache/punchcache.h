@@ -96,8 +96,9 @@ int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
 
 /* Statistics, as one JSON object (a malloc'd, NUL-terminated string in
  * *json): pool space, cache counters (see include/punchcache/cache.h),
- * invalidate-lock waits summed over volumes, I/O mode.  docs/design.md
- * lists every field. */
+ * invalidate-lock waits summed over volumes, I/O mode.  The snapshot it
+ * is made from, and the reader, are in include/punchcache/stats.h;
+ * docs/punchcache.1.md lists every field. */
 int pc_pool_stats_json (struct pc_pool *pool, char **json);
 /* Write that JSON to path atomically (temporary file + rename). */
 int pc_pool_write_stats (struct pc_pool *pool, const char *path);
