@@ -40,6 +40,30 @@ fail () { echo "FAIL: $*" >&2; exit 1; }
 requires () { "$@" >/dev/null 2>&1 || skip "requires: $*"; }
 requires_root () { [ "$(id -u)" = 0 ] || skip "requires root"; }
 
+# expect_fail STATUS PATTERN CMD...: CMD (the admin tool) must exit with
+# STATUS and say PATTERN (a grep -i basic regex) on stderr, in the form
+# "punchcache: ...".  Leaves its output in $tmp/out and $tmp/err.
+expect_fail () {
+    local want=$1 pat=$2 rc=0; shift 2
+    "$@" > "$tmp/out" 2> "$tmp/err" || rc=$?
+    [ "$rc" -eq "$want" ] || { cat "$tmp/out" "$tmp/err"; fail "'$*' exited $rc, not $want"; }
+    grep -qi -- "$pat" "$tmp/err" || { cat "$tmp/err"; fail "'$*' did not say '$pat'"; }
+    grep -q "^punchcache: " "$tmp/err" || { cat "$tmp/err"; fail "'$*': message not prefixed"; }
+}
+
+# run_fuzzer NAME ITERATIONS SECONDS: run tests/fuzz-NAME-asan (fuzz/,
+# built by make check) for that many inputs or seconds, whichever ends
+# first; fail unless it exits 0 having run at least one input.
+run_fuzzer () {
+    local name=$1 fuzz=$top_builddir/tests/fuzz-$1-asan out rc=0
+    requires test -x "$fuzz"
+    out=$("$fuzz" "$2" "$3" 2>&1) || rc=$?
+    [ "$rc" -eq 0 ] || { echo "$out" >&2; fail "fuzz-$name-asan exited $rc"; }
+    echo "$out"
+    grep -q "^fuzz-$name: [1-9][0-9]* inputs" <<< "$out" ||
+        fail "fuzz-$name-asan ran no input"
+}
+
 # start_nbdkit SOCK [nbdkit args after the plugin...]
 # Starts "nbdkit --foreground punchcache ..." on a Unix socket in the
 # background, waits until the socket accepts, and registers the kill.

@@ -5,22 +5,15 @@
 # strings escaped); volume add/list/resize/rm; check of a clean pool; the
 # error messages for an existing file, bad sizes and block sizes, bad or
 # duplicate names and a missing volume; a pool held by a running nbdkit is
-# refused by name; allocated bytes follow writes, trims and shrinks.
+# refused by name, info and volume list then hinting at `punchcache stats`
+# (tests/test-stats.sh tests that command); allocated bytes follow writes,
+# trims and shrinks.  The hint checks are shown to fail when the tool
+# gives the hint for read-write opens instead of read-only ones.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 P=$PUNCHCACHE
 [ -x "$P" ] || fail "$P is not built"
 pool=$tmp/pool
-
-# expect_fail STATUS PATTERN CMD...: CMD must exit with STATUS and say PATTERN
-# (a grep -i basic regex) on stderr, in the form "punchcache: ...".
-expect_fail () {
-    local want=$1 pat=$2 rc=0; shift 2
-    "$@" > "$tmp/out" 2> "$tmp/err" || rc=$?
-    [ "$rc" -eq "$want" ] || { cat "$tmp/out" "$tmp/err"; fail "'$*' exited $rc, not $want"; }
-    grep -qi -- "$pat" "$tmp/err" || { cat "$tmp/err"; fail "'$*' did not say '$pat'"; }
-    grep -q "^punchcache: " "$tmp/err" || { cat "$tmp/err"; fail "'$*': message not prefixed"; }
-}
 
 # ---- help, version, usage errors ----
 "$P" --help > "$tmp/help" || fail "--help exited non-zero"
@@ -36,7 +29,7 @@ while read -r synopsis; do
     grep -qF "Usage: $synopsis" "$tmp/chelp" || fail "'$words --help' synopsis differs from --help"
     ncmds=$((ncmds + 1))
 done < <(grep '^  punchcache ' "$tmp/help" | sed 's/^  //')
-[ "$ncmds" -eq 8 ] || fail "--help lists $ncmds commands, expected 8"
+[ "$ncmds" -eq 9 ] || fail "--help lists $ncmds commands, expected 9"
 "$P" create --help | grep -q -- "--block-size" || fail "create --help: --block-size"
 "$P" info --help | grep -q -- "--json" || fail "info --help: --json"
 expect_fail 2 "missing command" "$P"
@@ -158,7 +151,12 @@ nbdsh -u "$(nbd_uri "$tmp/sock" vm1)" -c 'h.pwrite(b"x" * (4 << 20), 0); h.flush
 expect_fail 1 "in use by another process" "$P" volume add "$pool" late 1G
 expect_fail 1 "in use by another process" "$P" volume rm "$pool" vm2
 expect_fail 1 "in use by another process" "$P" info "$pool"
+grep -q "^punchcache: info: hint: .*stats=FILE.*'punchcache stats FILE'" "$tmp/err" ||
+    { cat "$tmp/err"; fail "info of a pool in use: no hint to 'punchcache stats'"; }
 expect_fail 1 "in use by another process" "$P" volumes "$pool"
+grep -q "hint: .*'punchcache stats FILE'" "$tmp/err" || fail "volumes: no hint"
+expect_fail 1 "in use by another process" "$P" volume resize "$pool" vm2 1T
+! grep -q "hint" "$tmp/err" || fail "a hint to stats where it does not help"
 expect_fail 2 "in use by another process" "$P" check "$pool"
 # A second server on the same pool is refused clearly.
 rc=0

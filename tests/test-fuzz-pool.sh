@@ -4,15 +4,11 @@
 # inputs (bounded to 20 s) made from valid seeds, each parsed as it is and
 # with its checksums fixed up.  Any out-of-bounds access or undefined
 # behaviour aborts the run and fails the test.
+#
+# Shown to fail (with the mutation loop shared with fuzz-jsonread) by
+# removing lib/journal.c's J1 bound on a descriptor's page count: ASan
+# reports a heap-buffer-overflow within seconds.
 set -euo pipefail
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
-fuzz=$top_builddir/tests/fuzz-pool-asan
-requires test -x "$fuzz"
-
-rc=0
-out=$("$fuzz" 100000 20 2>&1) || rc=$?
-[ "$rc" -eq 0 ] || { echo "$out" >&2; fail "fuzz-pool-asan exited $rc"; }
-echo "$out"
-grep -q '^fuzz-pool: [1-9][0-9]* inputs' <<< "$out" ||
-    fail "fuzz-pool-asan ran no input"
+run_fuzzer pool 100000 20

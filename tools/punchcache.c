@@ -1,9 +1,11 @@
-/* punchcache: the admin tool -- create, info, check, volume management.
+/* punchcache: the admin tool -- create, info, check, volume management,
+ * and the statistics of a running server.
  *
- * A thin front-end over include/punchcache/punchcache.h: it parses the
- * command line (getopt_long), calls the store, and prints.  It holds no
- * storage logic: validation of names, sizes, block sizes and the pool
- * format is the store's, and every failure is shown as
+ * A thin front-end over include/punchcache/punchcache.h and stats.h: it
+ * parses the command line (getopt_long), calls the library, and prints.
+ * It holds no storage logic: validation of names, sizes, block sizes, the
+ * pool format and the statistics file is the library's, and every failure
+ * is shown as
  *   punchcache: COMMAND: <pc_last_error()>
  * on stderr.
  *
@@ -14,6 +16,8 @@
  * (a shared advisory lock); create and volume add/rm/resize take it
  * exclusively.  A running server holds it exclusively, so every command
  * fails with the store's "in use by another process" message while one
+ * runs; info and volume list then add a hint to `stats`, which reads only
+ * the statistics file the server writes (stats=FILE) and so works while it
  * runs.
  */
 #include <config.h>
@@ -26,9 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "punchcache/format.h"
 #include "punchcache/punchcache.h"
+#include "punchcache/stats.h"
 
 #define EXIT_USAGE 2
 
@@ -53,6 +59,7 @@ struct command {
 
 static int run_create (const struct command *, char **, const struct options *);
 static int run_info (const struct command *, char **, const struct options *);
+static int run_stats (const struct command *, char **, const struct options *);
 static int run_check (const struct command *, char **, const struct options *);
 static int run_list (const struct command *, char **, const struct options *);
 static int run_change (const struct command *, char **, const struct options *);
@@ -71,6 +78,17 @@ static const struct command commands[] = {
     "and each volume's name, size and allocated bytes.  Opens the pool\n"
     "read-only.\n"
     "  --json             print one JSON object instead\n", run_info },
+  { "stats", "FILE [--json]", 1, "json",
+    "Show the statistics a running server writes to FILE when started with\n"
+    "stats=FILE (every 2 s, and once as it exits): pool space, the block\n"
+    "cache's hit rate and counters, invalidate-lock waits, each volume's\n"
+    "size, allocation, connections and lock waits, and the file's age.\n"
+    "Reads only FILE, so it works while the server runs (info does not).\n"
+    "Exit status 1 if FILE is missing, unreadable or not a valid statistics\n"
+    "file.\n"
+    "  --json             check FILE and print it again in the server's\n"
+    "                     format: known keys only, in the server's order\n",
+    run_stats },
   { "check", "POOL", 1, "",
     "Offline consistency check: superblock slots, metadata pages, volume\n"
     "table, reverse map, allocator.  The journal is replayed in memory only;\n"
@@ -104,7 +122,8 @@ static const char help_tail[] =
   "Sizes take the suffixes K, M, G, T, P, E (powers of 1024).\n"
   "Exit status: 0 success, 1 failure (check: damage found), 2 usage error\n"
   "(check: the pool could not be checked).\n"
-  "Stop the server first: a pool in use by nbdkit is locked.\n";
+  "Stop the server first: a pool in use by nbdkit is locked (`stats` reads\n"
+  "a running server's figures from its stats= file instead).\n";
 
 static void
 print_help (void)
@@ -204,15 +223,22 @@ format_uuid (const uint8_t *u, char out[37])
 /* ---------------------------------------------------------------------- */
 /* Opening pools. */
 
+/* Read-only opens are views (info, volume list): when a server holds the
+ * pool, its figures are in its statistics file, if it writes one. */
 static int
 open_pool (const struct command *cmd, const char *path, bool readonly,
            struct pc_pool **pool)
 {
   struct pc_pool_options opts = { .readonly = readonly };
+  int r = pc_pool_open (path, &opts, pool);
 
-  if (pc_pool_open (path, &opts, pool) < 0)
-    return failed (cmd);
-  return 0;
+  if (r < 0)
+    failed (cmd);
+  if (r == -EBUSY && readonly)
+    fprintf (stderr, "punchcache: %s: hint: for a running server's live "
+             "figures, read its statistics file (stats=FILE) with "
+             "'punchcache stats FILE'\n", cmd->name);
+  return r < 0 ? EXIT_FAILURE : 0;
 }
 
 /* Close a pool; a failing close is a failure of the command. */
@@ -382,6 +408,218 @@ run_list (const struct command *cmd, char **args, const struct options *o)
 }
 
 /* ---------------------------------------------------------------------- */
+/* stats */
+
+/* A server rewrites its statistics file every 2 s while it runs: a file
+ * older than this says the server has stopped (or hangs). */
+#define STATS_STALE_S 10
+
+static void field (const char *label, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* One "label:   value" line of the stats summary. */
+static void
+field (const char *label, const char *fmt, ...)
+{
+  va_list ap;
+
+  printf ("%-23s", label);
+  va_start (ap, fmt);
+  vprintf (fmt, ap);
+  va_end (ap);
+  putchar ('\n');
+}
+
+/* "850 ns", "12.3 us", "4.5 ms", "1.20 s". */
+static const char *
+human_ns (double ns, char *buf, size_t len)
+{
+  if (ns < 1e3) snprintf (buf, len, "%.0f ns", ns);
+  else if (ns < 1e6) snprintf (buf, len, "%.1f us", ns / 1e3);
+  else if (ns < 1e9) snprintf (buf, len, "%.1f ms", ns / 1e6);
+  else snprintf (buf, len, "%.2f s", ns / 1e9);
+  return buf;
+}
+
+/* "42 s", "12 min 5 s", "3 h 20 min", "2 d 4 h". */
+static const char *
+human_duration (uint64_t s, char *buf, size_t len)
+{
+  if (s < 60) snprintf (buf, len, "%" PRIu64 " s", s);
+  else if (s < 3600)
+    snprintf (buf, len, "%" PRIu64 " min %" PRIu64 " s", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf (buf, len, "%" PRIu64 " h %" PRIu64 " min", s / 3600,
+              s / 60 % 60);
+  else
+    snprintf (buf, len, "%" PRIu64 " d %" PRIu64 " h", s / 86400,
+              s / 3600 % 24);
+  return buf;
+}
+
+static void
+print_stats_age (const char *file, const struct pc_stats *st)
+{
+  time_t t = (time_t) st->time;
+  uint64_t now = (uint64_t) time (NULL);
+  char when[64], age[32], shown[1024];
+  struct tm tm;
+
+  if (localtime_r (&t, &tm) == NULL ||
+      strftime (when, sizeof when, "%Y-%m-%d %H:%M:%S %z", &tm) == 0)
+    snprintf (when, sizeof when, "%" PRIu64, st->time);
+  field ("statistics:", "%s", pc_json_printable (file, shown, sizeof shown));
+  if (now < st->time)
+    field ("written:", "%s (in the future: do the clocks differ?)", when);
+  else
+    field ("written:", "%s (%s ago%s)", when,
+           human_duration (now - st->time, age, sizeof age),
+           now - st->time > STATS_STALE_S ? "; not rewritten since: has the "
+           "server stopped?" : "");
+  field ("server uptime:", "%s (when it wrote the file)",
+         human_duration (st->uptime_ms / 1000, age, sizeof age));
+}
+
+static void
+print_stats_pool (const struct pc_stats *st)
+{
+  const struct pc_pool_info *in = &st->pool;
+  uint64_t used = in->used_blocks * in->block_size;
+  uint64_t free_bytes = in->free_blocks * in->block_size;
+  char h[32], shown[1024];
+
+  field ("pool:", "%s (%s)", pc_json_printable (st->pool_path, shown,
+                                                sizeof shown),
+         st->readonly ? "read-only" : "read-write");
+  field ("block size:", "%" PRIu32 " bytes (%s)", in->block_size,
+         human (in->block_size, h, sizeof h));
+  field ("capacity:", "%" PRIu64 " bytes (%s, %" PRIu64 " blocks)",
+         in->capacity, human (in->capacity, h, sizeof h), in->nblocks);
+  field ("used:", "%" PRIu64 " bytes (%s, %" PRIu64 " blocks, %.1f%% used)",
+         used, human (used, h, sizeof h), in->used_blocks,
+         percent (in->used_blocks, in->nblocks));
+  field ("free:", "%" PRIu64 " bytes (%s, %" PRIu64 " blocks, %.1f%%)",
+         free_bytes, human (free_bytes, h, sizeof h), in->free_blocks,
+         percent (in->free_blocks, in->nblocks));
+  field ("metadata RAM:", "%" PRIu64 " bytes (%s)", in->metadata_ram,
+         human (in->metadata_ram, h, sizeof h));
+  field ("commits:", "%" PRIu64 " (since the pool was opened)", in->commits);
+  field ("direct I/O:", "%s%s%s", st->direct_io ? "yes (O_DIRECT)" : "no",
+         st->direct_io_note ? ": " : "", st->direct_io_note ?
+         pc_json_printable (st->direct_io_note, shown, sizeof shown) : "");
+}
+
+static void
+print_stats_cache (const struct pc_cache_stats *c)
+{
+  uint64_t lookups = c->hits + c->misses;
+  char h[32];
+
+  field ("  budget:", "%" PRIu64 " bytes (%s)", c->budget,
+         human (c->budget, h, sizeof h));
+  field ("  memory:", "%" PRIu64 " bytes (%s)", c->memory,
+         human (c->memory, h, sizeof h));
+  field ("  pages:", "%" PRIu64 " of %" PRIu64 " (%.1f%% full), %" PRIu64
+         " being filled", c->pages, c->capacity_pages,
+         percent (c->pages, c->capacity_pages), c->pending);
+  if (lookups) field ("  hit rate:", "%.1f%%", percent (c->hits, lookups));
+  else field ("  hit rate:", "- (no lookups yet)");
+  field ("  hits:", "%" PRIu64, c->hits);
+  field ("  misses:", "%" PRIu64, c->misses);
+  field ("  fills:", "%" PRIu64 " (pages a miss read and cached)", c->fills);
+  field ("  discarded:", "%" PRIu64 " (fills a write made stale before they "
+         "ended)", c->fills_discarded);
+  field ("  not cached:", "%" PRIu64 " (misses not cached: no room, or a "
+         "fill in flight)", c->fills_unreserved);
+  field ("  evictions:", "%" PRIu64, c->evictions);
+  field ("  invalidations:", "%" PRIu64 " (pages dropped by writes)",
+         c->invalidations);
+  field ("  punched:", "%" PRIu64 " (pages dropped by trims and zeroes)",
+         c->punched);
+  field ("  punch_fill_overlaps:", "%" PRIu64 " (%smust be 0 unless the "
+         "debug switch unsafe_no_invalidate_lock is on)",
+         c->punch_fill_overlaps, c->punch_fill_overlaps ? "WARNING: " : "");
+  field ("  ghost hits:", "%" PRIu64 " (misses of recently evicted pages)",
+         c->ghost_hits);
+}
+
+/* "3 acquired, 1 waited, mean wait 12.3 us" */
+static void
+print_lock_side (const char *label, uint64_t acquired, uint64_t waits,
+                 uint64_t wait_ns)
+{
+  char t[32];
+
+  field (label, "%" PRIu64 " acquired, %" PRIu64 " waited, mean wait %s",
+         acquired, waits, waits ? human_ns ((double) wait_ns / (double) waits,
+                                            t, sizeof t) : "-");
+}
+
+static void
+print_stats_volumes (const struct pc_stats *st)
+{
+  char size[32], alloc[32], shown[64];
+
+  field ("volumes:", "%u", st->pool.nvolumes);
+  if (st->pool.nvolumes)
+    printf ("  %-24s %10s %10s %6s %5s %8s %8s\n", "NAME", "SIZE",
+            "ALLOCATED", "USED", "CONNS", "SH WAITS", "EX WAITS");
+  for (unsigned i = 0; i < st->pool.nvolumes; i++) {
+    const struct pc_stats_volume *v = &st->volumes[i];
+    printf ("  %-24s %10s %10s %5.1f%% %5u %8" PRIu64 " %8" PRIu64 "\n",
+            pc_json_printable (v->name, shown, sizeof shown),
+            human (v->size, size, sizeof size),
+            human (v->allocated, alloc, sizeof alloc),
+            percent (v->allocated, v->size), v->connections,
+            v->lock.shared_waits, v->lock.exclusive_waits);
+  }
+}
+
+static void
+print_stats (const char *file, const struct pc_stats *st)
+{
+  const struct pc_rangelock_stats *l = &st->lock;
+
+  print_stats_age (file, st);
+  print_stats_pool (st);
+  if (st->cache_enabled) {
+    field ("cache:", "enabled (%s, %u shards)",
+           st->cache.policy == PC_CACHE_LRU ? "lru" : "s3fifo",
+           st->cache.nshards);
+    print_stats_cache (&st->cache);
+  }
+  else
+    field ("cache:", "disabled (cache=0)");
+  field ("invalidate lock:", "(all volumes)");
+  print_lock_side ("  shared:", l->shared_acquired, l->shared_waits,
+                   l->shared_wait_ns);
+  print_lock_side ("  exclusive:", l->exclusive_acquired, l->exclusive_waits,
+                   l->exclusive_wait_ns);
+  print_stats_volumes (st);
+}
+
+static int
+run_stats (const struct command *cmd, char **args, const struct options *o)
+{
+  struct pc_stats st;
+  char *json;
+  int r = 0;
+
+  if (pc_stats_read_file (args[0], &st) < 0)
+    return failed (cmd);
+  if (!o->json)
+    print_stats (args[0], &st);
+  else if (pc_stats_to_json (&st, &json) < 0)
+    r = failed (cmd);
+  else {
+    fputs (json, stdout);
+    free (json);
+  }
+  pc_stats_free (&st);
+  return r;
+}
+
+/* ---------------------------------------------------------------------- */
 /* check */
 
 static void
@@ -511,8 +749,8 @@ run_command (int argc, char **argv)
                         "add, rm, resize)" : "missing subcommand%s (list, add,"
                         " rm, resize)", argc > 1 ? argv[1] : "");
   if (cmd == NULL)
-    return usage_error (NULL, "unknown command '%s' (create, info, check, "
-                        "volume)", argv[0]);
+    return usage_error (NULL, "unknown command '%s' (create, info, stats, "
+                        "check, volume)", argv[0]);
   /* getopt sees argv[used-1] as its "program name". */
   r = parse_command_line (cmd, argc - used + 1, argv + used - 1, &o);
   if (r >= 0)

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "punchcache/json.h"        /* pc_json_string, the JSON reader */
+
 struct pc_pool;
 struct pc_volume;
 
@@ -28,9 +30,6 @@ const char *pc_last_error (void);
 /* For library code: record a message (printf-style) and return -err. */
 int pc_error (int err, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
-
-/* Write str as a JSON string literal (escaped; invalid UTF-8 -> U+FFFD). */
-void pc_json_string (FILE *f, const char *str);
 
 /* ---- sizes ---- */
 /* Parse "512", "64K", "1M", "10G", "1T", "2P", "1E" (also "KiB", "k", etc.,
@@ -100,8 +99,9 @@ int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
 
 /* Statistics, as one JSON object (a malloc'd, NUL-terminated string in
  * *json): pool space, cache counters (see include/punchcache/cache.h),
- * invalidate-lock waits summed over volumes, I/O mode.  docs/design.md
- * lists every field. */
+ * invalidate-lock waits summed over volumes, I/O mode.  The snapshot it
+ * is made from, and the reader, are in include/punchcache/stats.h;
+ * docs/punchcache.1.md lists every field. */
 int pc_pool_stats_json (struct pc_pool *pool, char **json);
 /* Write that JSON to path atomically (temporary file + rename). */
 int pc_pool_write_stats (struct pc_pool *pool, const char *path);
