@@ -14,8 +14,16 @@
  * each block, the *floor* is the last request on it that is durable: it
  * completed before S, or it is a completed FUA write.  Every sector of the
  * block must then hold either the floor's result (its data; zeros for a
- * trim or if there is no floor) or the result of a request issued after
- * the floor -- never a tag of another block (foreign), never garbage.
+ * trim) or the result of a request issued after the floor -- never a tag
+ * of another block (foreign), never garbage.  Where no request of this
+ * round is durable, the floor is what the block held when the round began:
+ * the pool carries over from round to round, so verify saves what it read
+ * in STATEFILE.base (per sector: 0 for zeros, else the tag's seq; read
+ * before a clean shutdown, so durable) and the next round's verify starts
+ * from it.  Without that, a round killed before it touched every block
+ * durably reported the previous round's data as a violation (seen: "4
+ * requests in the log, 106 violations").  Seqs are unique across rounds
+ * (the load process's pid in the top half).
  *
  * Exit: 0 ok, 1 violations, 2 error.
  */
@@ -48,6 +56,8 @@ static unsigned nconns = 4, blocks_per_conn = 32, seconds = 10;
 static uint64_t tick, next_seq = 1;
 static struct op *ops;
 static uint64_t nops;
+static uint64_t *base;                /* [block * SPB + sector] */
+#define SPB (BS / TAG_SECTOR)
 static uint64_t best_flush_start;     /* max start of a completed flush */
 static volatile bool stop;
 
@@ -70,7 +80,8 @@ do_write (struct nbd_handle *h, uint64_t b, bool fua, uint8_t *buf)
   uint32_t s;
 
   if (op == NULL) return -1;
-  op->seq = __atomic_fetch_add (&next_seq, 1, __ATOMIC_SEQ_CST);
+  op->seq = ((uint64_t) getpid () << 32) +
+            __atomic_fetch_add (&next_seq, 1, __ATOMIC_SEQ_CST);
   for (s = 0; s < BS / TAG_SECTOR; s++)
     tag_fill_sector (buf + s * TAG_SECTOR, 0, b, op->seq, s);
   if (nbd_pwrite (h, buf, BS, b * BS, fua ? LIBNBD_CMD_FLAG_FUA : 0) == -1)
@@ -211,22 +222,63 @@ matches (const struct op *o, bool zero, const struct tag_hdr *h)
 /* Is this sector acceptable given the n requests o[] on its block? */
 static bool
 sector_ok (const uint8_t *sec, uint32_t si, uint64_t block,
-           const struct op *o, size_t n, uint64_t s)
+           const struct op *o, size_t n, uint64_t s, uint64_t *seen)
 {
   size_t floor = SIZE_MAX, i;
   struct tag_hdr h = { 0 };
   bool zero = tag_is_zero (sec, TAG_SECTOR);
+  uint64_t was = base[block * SPB + si];        /* at the round's start */
 
   if (!zero && (!tag_decode (sec, si, &h) || h.vol != 0 || h.block != block))
     return false;                               /* foreign or garbage */
+  *seen = zero ? 0 : h.seq;
   for (i = 0; i < n; i++)
     if (durable (&o[i], s)) floor = i;
-  if (floor == SIZE_MAX && zero)
-    return true;                                /* never durably written */
+  if (floor == SIZE_MAX && (zero ? was == 0 : h.seq == was))
+    return true;                                /* as the round began */
   for (i = floor == SIZE_MAX ? 0 : floor; i < n; i++)
     if (matches (&o[i], zero, &h))
       return true;                              /* the floor or later */
   return false;
+}
+
+static const char *
+base_path (void)
+{
+  static char path[4096];
+  snprintf (path, sizeof path, "%s.base", statefile);
+  return path;
+}
+
+/* The previous round's verified contents (none: the pool was new). */
+static int
+load_base (void)
+{
+  FILE *f;
+  uint64_t i;
+
+  base = calloc ((size_t) nblocks_total * SPB, sizeof *base);
+  if (base == NULL) return 2;
+  if ((f = fopen (base_path (), "r")) == NULL) return 0;
+  for (i = 0; i < nblocks_total * SPB; i++)
+    if (fscanf (f, "%" SCNu64, &base[i]) != 1) {
+      fprintf (stderr, "crash-client: %s is truncated\n", base_path ());
+      fclose (f);
+      return 2;
+    }
+  fclose (f);
+  return 0;
+}
+
+static int
+save_base (const uint64_t *seen)
+{
+  FILE *f = fopen (base_path (), "w");
+
+  if (f == NULL) { perror (base_path ()); return 2; }
+  for (uint64_t i = 0; i < nblocks_total * SPB; i++)
+    fprintf (f, "%" PRIu64 "\n", seen[i]);
+  return fclose (f) == 0 ? 0 : 2;
 }
 
 static int
@@ -248,7 +300,7 @@ load_state (void)
     ops[nops++] = o;
   fclose (f);
   qsort (ops, nops, sizeof *ops, cmp_op);
-  return 0;
+  return load_base ();
 }
 
 static int
@@ -260,7 +312,11 @@ cmd_verify (void)
   uint32_t s;
   int r;
 
+  uint64_t *seen;
+
   if ((r = load_state ()) != 0) return r;
+  if ((seen = calloc ((size_t) nblocks_total * SPB, sizeof *seen)) == NULL)
+    return 2;
   h = connect_default ();
   for (b = 0; b < nblocks_total; b++) {
     size_t lo = i;
@@ -271,7 +327,7 @@ cmd_verify (void)
     }
     for (s = 0; s < BS / TAG_SECTOR; s++)
       if (!sector_ok (buf + s * TAG_SECTOR, s, b, &ops[lo], i - lo,
-                      best_flush_start)) {
+                      best_flush_start, &seen[b * SPB + s])) {
         if (n_bad++ < 5)
           fprintf (stderr, "VIOLATION: block %" PRIu64 " sector %u holds data "
                    "that no acceptable request wrote\n", b, s);
@@ -284,7 +340,7 @@ cmd_verify (void)
   printf ("crash-client: %" PRIu64 " blocks verified, %" PRIu64
           " requests in the log, %" PRIu64 " violations\n",
           n_checked, nops, n_bad);
-  return n_bad ? 1 : 0;
+  return n_bad ? 1 : save_base (seen);
 }
 
 int
