@@ -189,11 +189,14 @@ cleanup () {
     kill_server "${pid[$name]}"
   done
   wait 2>/dev/null || :
-  [ -z "$dir" ] || rm -rf -- "$dir"
+  [ -z "$dir" ] || {
+    if [ -n "${BENCH_KEEP:-}" ]; then log "kept $dir (BENCH_KEEP)"
+    else rm -rf -- "$dir"; fi; }
 }
 
 # make_workdir PREFIX: a private directory under $TMPDIR (default /tmp),
-# removed at exit with every server still running.
+# removed at exit with every server still running (kept, for a post-mortem
+# of the logs and fio JSON, when $BENCH_KEEP is set).
 make_workdir () {
   dir=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
   trap cleanup EXIT
@@ -241,7 +244,7 @@ start_nbdkit () {
   local name=$1; shift
   local envs=()
   while [ $# -gt 0 ] && [[ $1 == [A-Z]*=* ]]; do envs+=("$1"); shift; done
-  rm -f "$dir/$name.pid"
+  rm -f "$dir/$name.pid" "$dir/$name.sock"  # nbdkit leaves its socket behind
   env "${envs[@]}" nbdkit -f --exit-with-parent --log=stderr \
     --threads "$NBDKIT_THREADS" \
     -U "$dir/$name.sock" -P "$dir/$name.pid" "$@" \
@@ -255,7 +258,7 @@ start_nbdkit () {
 # --exit-with-parent: the EXIT trap stops it.
 start_qemu_nbd () {
   local name=$1; shift
-  rm -f "$dir/$name.pid"
+  rm -f "$dir/$name.pid" "$dir/$name.sock"  # nbdkit leaves its socket behind
   qemu-nbd -t -k "$dir/$name.sock" --pid-file="$dir/$name.pid" "$@" \
     </dev/null >"$dir/$name.log" 2>&1 &
   pid[$name]=$!
