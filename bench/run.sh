@@ -16,7 +16,7 @@ NAME
 SYNOPSIS
     bench/$prog [--quick] [--runtime S] [--reps N] [--size SIZE]
                 [--workloads LIST] [--servers LIST] [--punch-rate N]
-                [--build DIR] [--out FILE]
+                [--perf DIR] [--build DIR] [--out FILE]
     bench/$prog --help
 
 DESCRIPTION
@@ -134,6 +134,11 @@ OPTIONS
                      punchcache there are no ratios)
     --punch-rate N   workload g: the rate of the limited job 2, N trims/s
                      and N writes/s (integer >= 1; default 1000)
+    --perf DIR       profile: attach perf record (cpu-clock, DWARF call
+                     graphs) to the punchcache process for each of its
+                     timed runs, one DIR/TAG.perf.data per run (see
+                     perf report -i); punchcache's numbers then carry
+                     perf's overhead
     --build DIR      build tree holding plugins/punchcache/.libs/
                      nbdkit-punchcache-plugin.so and tools/punchcache
                      (default: \$BUILD if set, else ../build next to the
@@ -151,10 +156,17 @@ REQUIREMENTS
     Disk: about 5 x SIZE in \$TMPDIR (sparse files: only what is written
     takes space).
 
+ENVIRONMENT
+    TMPDIR      where the work directory goes (default /tmp)
+    BUILD       default for --build
+    BENCH_KEEP  if set, keep the work directory (logs, fio JSON, server
+                statistics) instead of removing it at exit
+
 EXAMPLES
     bench/$prog --quick                        # smoke run, ~2 minutes
     bench/$prog --out bench/results/latest.md  # the README's numbers
     bench/$prog --workloads a,g --servers file,punchcache --reps 5
+    bench/$prog --workloads c,d --servers punchcache --reps 1 --perf /tmp/p
 
 EXIT STATUS
     0 on success, 1 on a failure (a server that did not start, a fio run
@@ -169,10 +181,10 @@ cmdline=$(quote_cmdline "$0" "$@")
 all_workloads=(a b c d e f g h)
 all_servers=(null memory file filecache qemu punchcache)
 quick=no runtime="" reps="" size_arg="" build="" out=""
-workloads_arg="" servers_arg="" punch_rate=1000
+workloads_arg="" servers_arg="" punch_rate=1000 perf_dir=""
 
 while [ $# -gt 0 ]; do
-  take_opt "--runtime --reps --size --workloads --servers --punch-rate --build --out" \
+  take_opt "--runtime --reps --size --workloads --servers --punch-rate --perf --build --out" \
            "--quick -h --help" "$@"
   shift "$nshift"
   case "$opt" in
@@ -184,6 +196,7 @@ while [ $# -gt 0 ]; do
     --workloads)  workloads_arg=$val ;;
     --servers)    servers_arg=$val ;;
     --punch-rate) punch_rate=$val ;;
+    --perf)       perf_dir=$val ;;
     --build)      build=$val ;;
     --out)        out=$val ;;
   esac
@@ -199,6 +212,11 @@ want_uint --reps "$reps" 2
 want_size size --size "$size_arg" $(( 64 * MIB ))
 want_uint --punch-rate "$punch_rate" 7
 [ -z "$out" ] || want_out_file "$out"
+if [ -n "$perf_dir" ]; then
+  { [ -d "$perf_dir" ] && [ -w "$perf_dir" ]; } ||
+    usage_error "--perf: '$perf_dir' is not a writable directory"
+  perf_dir=$(cd "$perf_dir" && pwd)
+fi
 
 # pick_list OPTION VALUE KNOWN...: VALUE, a comma-separated subset of
 # KNOWN, printed in KNOWN's order (duplicates folded).
@@ -231,6 +249,7 @@ need_fio_nbd
 fio --cmdhelp=rw 2>/dev/null | grep -q randtrimwrite ||
   die "this fio ($(fio --version)) has no rw=randtrimwrite (workload g)"
 has qemu "${servers[@]}" && need_cmds qemu-nbd qemu-img
+[ -z "$perf_dir" ] || need_cmds perf
 need_ram $(( 4 * size + 512 * MIB )) "--size $size_arg"
 
 make_workdir bench-run
@@ -439,6 +458,31 @@ make_iologs () {
   done
 }
 
+# timed_fio NAME TAG FIO-ARGS...: runfio, and with --perf, perf record
+# attached to NAME's process for the length of the run when NAME is a
+# punchcache (cpu-clock: this VM has no hardware counters; DWARF call
+# graphs: the plugin is built -O2 without frame pointers).
+timed_fio () {
+  local name=$1 tag=$2 perf_pid=""
+  if [ -n "$perf_dir" ] && [[ $name == punchcache || $name == c*-punchcache ]]; then
+    timeout -s INT -k 5 $(( 5 * runtime + 180 )) \
+      perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 \
+        -p "${pid[$name]}" -o "$perf_dir/$tag.perf.data" \
+        >"$perf_dir/$tag.perf.log" 2>&1 &
+    perf_pid=$!
+    sleep 0.5                         # perf attaches before the load starts
+  fi
+  runfio "$@"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || :
+    local rc=0; wait "$perf_pid" || rc=$?
+    # 130: perf's exit on the SIGINT that ends it.
+    (( rc == 0 || rc == 130 )) ||
+      warn "perf record for $tag: status $rc (see $perf_dir/$tag.perf.log)"
+    log "  perf: $perf_dir/$tag.perf.data"
+  fi
+}
+
 # run_one W NAME TAG: one timed run of workload W against server NAME
 # (prepared first); records its value(s).
 run_one () {
@@ -446,7 +490,7 @@ run_one () {
   case "$w" in
     a|b)
       prep "$name" "$([ "$w" = a ] && echo warm || echo cold)"
-      runfio "$name" "$tag" --name="$w" --rw=randread --bs=4k "${qd32x2[@]}" \
+      timed_fio "$name" "$tag" --name="$w" --rw=randread --bs=4k "${qd32x2[@]}" \
         --size="$size" "${timed[@]}"
       record "$w" "$name" "$(metric "$json" 0 read)" ;;
     c)
@@ -455,7 +499,7 @@ run_one () {
       # that (assertion in raw_send_socket); stopping $c_spare I/Os short of
       # the end (number_ios) takes fio's normal exit, which waits.  A v2
       # iolog has no timestamps, so the replay never stalls.
-      runfio "$name" "$tag" --runtime="$runtime" \
+      timed_fio "$name" "$tag" --runtime="$runtime" \
         --number_ios=$(( c_units / 2 - c_spare )) \
         --group_reporting --iodepth=32 \
         --name=c0 --read_iolog="$dir/c.0.iolog" \
@@ -463,24 +507,24 @@ run_one () {
       record c "${name#c*-}" "$(metric "$json" 0 write)" ;;
     d)
       prep "$name" filled
-      runfio "$name" "$tag" --name=d --rw=randwrite --bs=4k "${qd32x2[@]}" \
+      timed_fio "$name" "$tag" --name=d --rw=randwrite --bs=4k "${qd32x2[@]}" \
         --size="$size" "${timed[@]}"
       warm[$name]=0
       record d "$name" "$(metric "$json" 0 write)" ;;
     e.read)
       prep "$name" warm
-      runfio "$name" "$tag" --name=e --rw=read --bs=1M --iodepth=8 \
+      timed_fio "$name" "$tag" --name=e --rw=read --bs=1M --iodepth=8 \
         --size="$size" "${timed[@]}"
       record e.read "$name" "$(mibs "$json" read)" ;;
     e.write)
       prep "$name" filled
-      runfio "$name" "$tag" --name=e --rw=write --bs=1M --iodepth=8 \
+      timed_fio "$name" "$tag" --name=e --rw=write --bs=1M --iodepth=8 \
         --size="$size" "${timed[@]}"
       warm[$name]=0
       record e.write "$name" "$(mibs "$json" write)" ;;
     f)
       prep "$name" filled
-      runfio "$name" "$tag" --name=f --rw=randtrim --bs=64k "${qd32x2[@]}" \
+      timed_fio "$name" "$tag" --name=f --rw=randtrim --bs=64k "${qd32x2[@]}" \
         --size="$half" --offset_increment="$half" --runtime="$runtime"
       filled[$name]=0; warm[$name]=0
       record f "$name" "$(metric "$json" 0 trim)" ;;
@@ -493,7 +537,7 @@ run_one () {
                      --time_based --runtime="$g_phase")
       local ph
       prep "$name" warm
-      runfio "$name" "$tag" \
+      timed_fio "$name" "$tag" \
         --name=reader --rw=randread --bs=4k --iodepth=32 --offset="$half" \
         --size="$half" --time_based --runtime=$(( 5 * g_phase )) \
         --write_iops_log="$dir/$name.$tag" --log_avg_msec=250 \
@@ -516,7 +560,7 @@ run_one () {
       extra["g.withmax|$name"]="${extra["g.withmax|$name"]:-} $(metric "$json" 2 write)+$(metric "$json" 2 trim)" ;;
     h)
       prep "$name" warm
-      runfio "$name" "$tag" "${timed[@]}" --group_reporting \
+      timed_fio "$name" "$tag" "${timed[@]}" --group_reporting \
         --name=mix --rw=randrw --rwmixread=70 --bs=4k --iodepth=32 \
         --numjobs=2 --size="$size" \
         --name=trim --new_group --rw=randtrim --bs=64k --iodepth=4 \
@@ -700,6 +744,8 @@ report=$dir/report.md
        "Load average before: $load_before, after: $load_after" \
        "(2 shared cores: fio and the server compete for them; other" \
        "builds may run). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
+  [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache:" \
+       "its numbers carry perf's overhead; do not compare them.**"
   echo
   echo "### Overview: medians"
   echo
