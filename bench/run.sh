@@ -120,7 +120,7 @@ DESCRIPTION
     ratios and the spread, not the absolute values.
 
 OPTIONS
-    --quick          smoke run: --runtime 2 --reps 1 --size 256M (each
+    --quick          smoke run: --runtime 2 --reps 1 --size 128M (each
                      can still be given explicitly)
     --runtime S      seconds per timed fio run (integer >= 1; default 5)
     --reps N         repetitions of every workload (default 3)
@@ -203,7 +203,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$quick" = yes ]; then
-  : "${runtime:=2}" "${reps:=1}" "${size_arg:=256M}"
+  : "${runtime:=2}" "${reps:=1}" "${size_arg:=128M}"
 else
   : "${runtime:=5}" "${reps:=3}" "${size_arg:=1G}"
 fi
