@@ -867,6 +867,13 @@ report=$dir/report.md
        "sequential 1M read pass per server (punchcache's block cache, the" \
        "file peers' page cache; none for qemu-nbd: with cache=none it keeps" \
        "no data, and its qcow2 metadata is cached since the fill)."
+  echo "- qemu-nbd runs with cache=none (O_DIRECT, as punchcache's pool" \
+       "I/O; libvirt's usual setting for VM disks): it has no data cache," \
+       "so in a, e.read, g and h it reads from the disk, and its discards" \
+       "(fallocate on the image) wait for its in-flight direct I/O; with" \
+       "the default cache=writeback it would use the page cache like" \
+       "nbdkit file.  punchcache's cache (2 × the export) holds the whole" \
+       "export, as a cache sized for the working set would."
   echo "- b (cold): punchcache restarted on the same pool with cache=0" \
        "(O_DIRECT reads of the pool), then restarted again with its cache" \
        "for the later workloads; nbdkit file and the cache filter keep" \
