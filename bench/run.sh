@@ -259,9 +259,7 @@ need_disk "$dir" $(( 5 * size )) "the exports"
 half=$(( size / 2 ))
 unit=$(( 64 * 1024 ))                 # c: allocation unit, one write each
 c_size=$(( 4 * size ))
-c_units=$(( c_size / unit ))          # units of c's export (both halves)
-c_spare=64                            # log entries per connection not issued
-c_writes=$(( c_units - 2 * c_spare ))
+c_units=$(( c_size / unit ))          # units of c's export: one write each
 pc_cache=$(( 2 * size ))
 
 declare -A label=(
@@ -453,9 +451,15 @@ make_iologs () {
           k = int(rand() * (i + 1)); t = u[i]; u[i] = u[k]; u[k] = t
         }
         print "fio version 2 iolog"; print "x add"; print "x open"
-        for (i = 0; i < n; i++) printf "x write %d 4096\n", u[i] * unit
+        # %.0f, not %d: mawk, the default awk of Debian, clamps %d at 2^31 - 1.
+        for (i = 0; i < n; i++) printf "x write %.0f 4096\n", u[i] * unit
       }' >"$dir/c.$j.iolog"
   done
+  # Every write 64K-aligned, inside the export, and no unit twice.
+  cat "$dir"/c.[01].iolog | awk -v unit="$unit" -v size="$c_size" '
+    $2 == "write" { n++; if ($3 % unit || $3 + $4 > size || seen[$3]++) bad++ }
+    END { exit !(n == size / unit && !bad) }' ||
+    die "internal error: the iologs of workload c are not one aligned write per unit"
 }
 
 # timed_fio NAME TAG FIO-ARGS...: runfio, and with --perf, perf record
@@ -483,6 +487,17 @@ timed_fio () {
   fi
 }
 
+# check_allocated INST: after c on a punchcache, every acknowledged write
+# must have allocated its own block (a check of the workload itself).
+check_allocated () {
+  local st=$dir/$1.stats.json n used
+  [ -f "$st" ] || return 0
+  n=$(jget "$dir/$1.${1%%-*}.json" jobs.0.write.total_ios 2>/dev/null) || return 0
+  used=$(jget "$st" pool.used_blocks)
+  [ "$used" = "$n" ] ||
+    warn "c on $1: $n writes but $used blocks allocated (each write should allocate one)"
+}
+
 # run_one W NAME TAG: one timed run of workload W against server NAME
 # (prepared first); records its value(s).
 run_one () {
@@ -496,11 +511,11 @@ run_one () {
     c)
       # fio 3.33 closes the connection with requests still in flight when
       # a replay reaches the end of its log, and nbdkit 1.32 can crash on
-      # that (assertion in raw_send_socket); stopping $c_spare I/Os short of
-      # the end (number_ios) takes fio's normal exit, which waits.  A v2
-      # iolog has no timestamps, so the replay never stalls.
+      # that (assertion in raw_send_socket); with number_ios= (the log's
+      # length) fio ends the replay the normal way and reaps them first.
+      # A v2 iolog has no timestamps, so the replay never stalls.
       timed_fio "$name" "$tag" --runtime="$runtime" \
-        --number_ios=$(( c_units / 2 - c_spare )) \
+        --number_ios=$(( c_units / 2 )) \
         --group_reporting --iodepth=32 \
         --name=c0 --read_iolog="$dir/c.0.iolog" \
         --name=c1 --read_iolog="$dir/c.1.iolog"
@@ -574,6 +589,7 @@ run_one () {
 # ---------------------------------------------------------------- run
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_samples=""                       # 1-minute load average before each run
 t_start=$(date +%s)
 log "build: ${build:-none (no punchcache)}"
 log "size $size_arg, runtime ${runtime}s, $reps rep(s), workloads ${workloads[*]}, servers ${servers[*]}, in $dir ($fs_type)"
@@ -614,20 +630,27 @@ for w in "${workloads[@]}"; do
     unserve punchcache; serve punchcache punchcache "$size" 0
   fi
   [ "$w" != c ] || make_iologs
-  if [ "$w" = g ] && has punchcache "${run_servers[@]}"; then
-    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.g0.json"
+  # Statistics of punchcache over a and g (cache hits, lock waits),
+  # from after its first preparation.
+  snap=no
+  if [[ $w == a || $w == g ]] && has punchcache "${run_servers[@]}"; then
+    snap=yes
+    prep punchcache warm
+    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.0.json"
   fi
   n=${#run_servers[@]}
   for (( r = 0; r < reps; r++ )); do
     for (( k = 0; k < n; k++ )); do
       s=${run_servers[(r + k) % n]}
       for part in "${parts[@]}"; do
+        load_samples+=" $(cut -d' ' -f1 /proc/loadavg)"
         if [ "$w" = c ]; then
           inst=c$r-$s
           backing "$inst" "$s" "$c_size"
           serve "$inst" "$s" "$c_size"
           run_one c "$inst" "c$r"
           unserve "$inst"
+          check_allocated "$inst"
           [ -z "${hwm_kb[$inst]:-}" ] || {
             (( hwm_kb[$inst] > ${hwm_kb[c-$s]:-0} )) && hwm_kb[c-$s]=${hwm_kb[$inst]}; :; }
           rm -rf -- "$dir/$inst".*
@@ -640,9 +663,8 @@ for w in "${workloads[@]}"; do
       done
     done
   done
-  if [ "$w" = g ] && has punchcache "${run_servers[@]}"; then
-    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.g1.json"
-  fi
+  [ "$snap" = no ] ||
+    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.1.json"
   if [ "$w" = b ] && has punchcache "${run_servers[@]}"; then
     log "restarting punchcache with cache=$(( pc_cache / MIB ))M"
     unserve punchcache; serve punchcache punchcache "$size"
@@ -657,6 +679,7 @@ for s in "${servers[@]}"; do
 done
 for s in "${main_servers[@]}"; do unserve "$s"; done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+load_during=$(summarize "$load_samples" %.1f 2>/dev/null || echo "? ? ?")
 elapsed=$(( $(date +%s) - t_start ))
 
 # ---------------------------------------------------------------- report
@@ -741,9 +764,12 @@ report=$dir/report.md
        "--aio=native --discard=unmap (one main-loop thread, Linux AIO);" \
        "punchcache cache=$(( pc_cache / MIB ))M, block 64 KiB," \
        "direct_io=${direct_io:-n/a}; work directory on $fs_type." \
-       "Load average before: $load_before, after: $load_after" \
-       "(2 shared cores: fio and the server compete for them; other" \
-       "builds may run). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
+       "Load average before: $load_before, after: $load_after;" \
+       "1-minute load average before each timed run: median" \
+       "$(cut -d' ' -f1 <<<"$load_during"), min $(cut -d' ' -f2 <<<"$load_during")," \
+       "max $(cut -d' ' -f3 <<<"$load_during") ($(nproc) cores, shared: fio" \
+       "and the server compete for them, and other engineers' builds and" \
+       "tests ran at the same time). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
   [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache:" \
        "its numbers carry perf's overhead; do not compare them.**"
   echo
@@ -880,7 +906,7 @@ report=$dir/report.md
        "running, with their files' page cache dropped before each run" \
        "(fsync + POSIX_FADV_DONTNEED on their own files only); qemu-nbd as it is."
   echo "- c: a new export and a new server process per repetition and" \
-       "server; $c_writes writes of 4K, one per 64 KiB unit, in a" \
+       "server; $c_units writes of 4K, one per 64 KiB unit, in a" \
        "fixed shuffled order, until done or ${runtime} s; IOPS = writes / time."
   echo "- d, e.write overwrite the fully written export in place; f trims" \
        "it in one random pass, the export is rewritten before every" \
@@ -894,12 +920,23 @@ report=$dir/report.md
        "lock) or unlimited (as fast as each server punches: on 2 cores job 2" \
        "then mostly takes CPU from job 1, and a server that punches faster" \
        "loses more)."
-  if [ -f "$dir/punchcache.stats.g1.json" ]; then
-    ge=$(( $(pcstat "$dir/punchcache.stats.g1.json" invalidate_lock.exclusive_waits) - $(pcstat "$dir/punchcache.stats.g0.json" invalidate_lock.exclusive_waits) ))
-    gs=$(( $(pcstat "$dir/punchcache.stats.g1.json" invalidate_lock.shared_waits) - $(pcstat "$dir/punchcache.stats.g0.json" invalidate_lock.shared_waits) ))
-    gx=$(( $(pcstat "$dir/punchcache.stats.g1.json" invalidate_lock.exclusive_acquired) - $(pcstat "$dir/punchcache.stats.g0.json" invalidate_lock.exclusive_acquired) ))
-    echo "- punchcache during g: $gx exclusive invalidate-lock acquisitions" \
-         "(punches), $ge of them waited; $gs shared acquisitions waited." \
+  # delta W KEY: KEY's growth in punchcache's statistics over workload W.
+  delta () {
+    echo $(( $(pcstat "$dir/punchcache.stats.$1.1.json" "$2") -
+             $(pcstat "$dir/punchcache.stats.$1.0.json" "$2") ))
+  }
+  if [ -f "$dir/punchcache.stats.a.1.json" ]; then
+    hits=$(delta a cache.hits); miss=$(delta a cache.misses)
+    echo "- punchcache's block cache during a: $hits hits, $miss misses" \
+         "($(awk -v h="$hits" -v m="$miss" 'BEGIN {
+              if (h + m) printf "%.2f%%", 100 * h / (h + m); else print "n/a" }')" \
+         "hits): the cached reads were served from RAM."
+  fi
+  if [ -f "$dir/punchcache.stats.g.1.json" ]; then
+    echo "- punchcache during g: $(delta g invalidate_lock.exclusive_acquired)" \
+         "exclusive invalidate-lock acquisitions (punches)," \
+         "$(delta g invalidate_lock.exclusive_waits) of them waited;" \
+         "$(delta g invalidate_lock.shared_waits) shared acquisitions waited." \
          "Job 2 writes each block right after trimming it (QD8), so these" \
          "are job 2's writes queued behind its own trims; job 1's range is" \
          "disjoint, and disjoint ranges never wait for each other" \
