@@ -166,14 +166,17 @@ need_disk () {
 
 # need_real_fs DIR: refuse RAM file systems.  punchcache reads and writes
 # its pool with O_DIRECT; on tmpfs it falls back to buffered I/O and the
-# "disk" is RAM, which would make every number meaningless.
+# "disk" is RAM, which would make every number meaningless.  Sets fs_type.
 need_real_fs () {
   local t
   t=$(stat -f -c %T "$1")
   case "$t" in
     tmpfs|ramfs) die "$1 is on $t: set TMPDIR to a directory on a disk file system (ext4, xfs, ...)" ;;
   esac
-  fs_type=$t
+  # For the report: type and mount options (stat -f calls ext4 "ext2/ext3";
+  # options such as discard change what every punch costs).
+  fs_type=$(findmnt -n -o FSTYPE,OPTIONS -T "$1" 2>/dev/null | awk '{ print $1 " (" $2 ")" }')
+  [ -n "$fs_type" ] || fs_type=$t
 }
 
 # ---------------------------------------------------------------- scratch

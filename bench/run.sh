@@ -900,6 +900,12 @@ report=$dir/report.md
        "the default cache=writeback it would use the page cache like" \
        "nbdkit file.  punchcache's cache (2 × the export) holds the whole" \
        "export, as a cache sized for the working set would."
+  if [[ $fs_type == *discard* ]]; then
+    echo "- The work directory's file system is mounted with discard: every" \
+         "punch that frees space (the trims of f, g and h) sends a" \
+         "synchronous discard to the device while it holds the file's inode" \
+         "lock, for every server that punches."
+  fi
   echo "- b (cold): punchcache restarted on the same pool with cache=0" \
        "(O_DIRECT reads of the pool), then restarted again with its cache" \
        "for the later workloads; nbdkit file and the cache filter keep" \
