@@ -16,7 +16,8 @@ NAME
 SYNOPSIS
     bench/$prog [--quick] [--runtime S] [--reps N] [--size SIZE]
                 [--workloads LIST] [--servers LIST] [--punch-rate N]
-                [--perf DIR] [--build DIR] [--out FILE]
+                [--perf DIR] [--pc-block-size SIZE] [--pc-param direct=MODE]
+                [--build DIR] [--out FILE]
     bench/$prog --help
 
 DESCRIPTION
@@ -139,6 +140,13 @@ OPTIONS
                      timed runs, one DIR/TAG.perf.data per run (see
                      perf report -i); punchcache's numbers then carry
                      perf's overhead
+    --pc-block-size SIZE
+                     what-if runs: create punchcache's pools with this
+                     block size (4K..1M; default the tool's, 64K)
+    --pc-param direct=auto|on|off
+                     what-if runs: pass this parameter to every
+                     punchcache (direct=off: buffered pool I/O, the
+                     page cache next to the block cache)
     --build DIR      build tree holding plugins/punchcache/.libs/
                      nbdkit-punchcache-plugin.so and tools/punchcache
                      (default: \$BUILD if set, else ../build next to the
@@ -182,9 +190,10 @@ all_workloads=(a b c d e f g h)
 all_servers=(null memory file filecache qemu punchcache)
 quick=no runtime="" reps="" size_arg="" build="" out=""
 workloads_arg="" servers_arg="" punch_rate=1000 perf_dir=""
+pc_block_size="" pc_params=() pc_what_if=""
 
 while [ $# -gt 0 ]; do
-  take_opt "--runtime --reps --size --workloads --servers --punch-rate --perf --build --out" \
+  take_opt "--runtime --reps --size --workloads --servers --punch-rate --perf --pc-block-size --pc-param --build --out" \
            "--quick -h --help" "$@"
   shift "$nshift"
   case "$opt" in
@@ -197,6 +206,10 @@ while [ $# -gt 0 ]; do
     --servers)    servers_arg=$val ;;
     --punch-rate) punch_rate=$val ;;
     --perf)       perf_dir=$val ;;
+    --pc-block-size) pc_block_size=$val ;;
+    --pc-param)   [[ $val =~ ^direct=(auto|on|off)$ ]] ||
+                    usage_error "--pc-param: want direct=auto, direct=on or direct=off, got '$val'"
+                  pc_params+=("$val"); pc_what_if=yes ;;
     --build)      build=$val ;;
     --out)        out=$val ;;
   esac
@@ -212,6 +225,8 @@ want_uint --reps "$reps" 2
 want_size size --size "$size_arg" $(( 64 * MIB ))
 want_uint --punch-rate "$punch_rate" 7
 [ -z "$out" ] || want_out_file "$out"
+[ -z "$pc_block_size" ] || [[ $pc_block_size =~ ^((4|8|16|32|64|128|256|512)K|1M)$ ]] ||
+  usage_error "--pc-block-size: want a power of two from 4K to 1M (4K, 8K, ... 512K, 1M), got '$pc_block_size'"
 if [ -n "$perf_dir" ]; then
   { [ -d "$perf_dir" ] && [ -w "$perf_dir" ]; } ||
     usage_error "--perf: '$perf_dir' is not a writable directory"
@@ -319,7 +334,8 @@ backing () {
     qemu)
       qemu-img create -q -f qcow2 "$dir/$name.qcow2" "$bytes" ;;
     punchcache)
-      "$tool" create "$dir/$name.pool" $(( bytes + pc_cache / 2 )) >/dev/null
+      "$tool" create "$dir/$name.pool" $(( bytes + pc_cache / 2 )) \
+        ${pc_block_size:+--block-size "$pc_block_size"} >/dev/null
       "$tool" volume add "$dir/$name.pool" bench "$bytes" >/dev/null ;;
   esac
 }
@@ -338,6 +354,7 @@ serve () {
     punchcache)
       export_of[$name]=bench
       start_nbdkit "$name" "$plugin" pool="$dir/$name.pool" cache="$cache" \
+        "${pc_params[@]}" \
         stats="$dir/$name.stats.json" ;;
   esac
 }
@@ -762,7 +779,7 @@ report=$dir/report.md
        "run; $reps repetition(s) per workload, server order rotating;" \
        "nbdkit --threads $NBDKIT_THREADS; qemu-nbd -f qcow2 --cache=none" \
        "--aio=native --discard=unmap (one main-loop thread, Linux AIO);" \
-       "punchcache cache=$(( pc_cache / MIB ))M, block 64 KiB," \
+       "punchcache cache=$(( pc_cache / MIB ))M, block ${pc_block_size:-64K}${pc_params[*]:+, ${pc_params[*]}}," \
        "direct_io=${direct_io:-n/a}; work directory on $fs_type." \
        "Load average before: $load_before, after: $load_after;" \
        "1-minute load average before each timed run: median" \
@@ -772,6 +789,8 @@ report=$dir/report.md
        "tests ran at the same time). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
   [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache:" \
        "its numbers carry perf's overhead; do not compare them.**"
+  [ -z "$pc_block_size$pc_what_if" ] || echo "**What-if run: punchcache is not in" \
+       "its default configuration (see above).**"
   echo
   echo "### Overview: medians"
   echo
@@ -824,7 +843,7 @@ report=$dir/report.md
     meta=$(pcstat "$final_stats" pool.metadata_ram); used=$(pcstat "$final_stats" pool.used)
     mshare=$(awk -v m="$meta" -v u="$used" 'BEGIN {
       if (u + 0 > 0) printf "%.3f%%", 100 * m / u; else print "n/a" }')
-    echo "| Metadata RAM ≤ 0.1% of allocated data (64 KiB blocks) | $mshare ($(human "$meta") for $(human "$used")) |" \
+    echo "| Metadata RAM ≤ 0.1% of allocated data (at the default block size; here ${pc_block_size:-64K}) | $mshare ($(human "$meta") for $(human "$used")) |" \
          "$(verdict "${mshare%\%}" "<" 0.1001) |"
   fi
   echo "| Memory: RSS within cache budget + 5% + metadata | peak $(printf '%s' "${rss[punchcache]:-—}"), budget $(( pc_cache / MIB )) MiB | not stressed here (working set < budget): tests/test-memory.sh |"
