@@ -121,8 +121,9 @@ DESCRIPTION
     spread ((max - min) / median) and ratio per server; setup notes; the
     raw value of every run.  Progress goes to standard error.
 
-    The default run takes about 15 to 20 minutes on 2 cores; --quick,
-    about 2 minutes.  Numbers from a shared, noisy machine: read the
+    The default run takes about 16 minutes on 2 cores (15:38 for
+    latest.md), --quick about 2.5 (g alone, five phases per server,
+    takes a minute).  Numbers from a shared, noisy machine: read the
     ratios and the spread, not the absolute values.
 
 OPTIONS
@@ -176,7 +177,7 @@ ENVIRONMENT
                 statistics) instead of removing it at exit
 
 EXAMPLES
-    bench/$prog --quick                        # smoke run, ~2 minutes
+    bench/$prog --quick                        # smoke run, ~2.5 minutes
     bench/$prog --out bench/results/latest.md  # the README's numbers
     bench/$prog --workloads a,g --servers file,punchcache --reps 5
     bench/$prog --workloads c,d --servers punchcache --reps 1 --perf /tmp/p
