@@ -113,7 +113,8 @@ DESCRIPTION
 
     Output (standard output, and FILE with --out): markdown.  A header
     with the date, kernel, CPU, core count, tool versions, the exact
-    command line, the settings and the load average before and after;
+    command line, the settings, the file system and the load average
+    (before, after, and sampled before every run);
     an overview of the medians per workload and server (and each
     server's peak RSS, VmHWM, over all its processes); the ratios
     punchcache median / peer median; the SPEC §7 targets with the
@@ -165,7 +166,7 @@ REQUIREMENTS
     nbdkit with the null, memory and file plugins and the cache filter;
     qemu-nbd and qemu-img (qemu-utils); fio with ioengine=nbd (fio
     --enghelp=nbd) and randtrimwrite; nbdinfo (libnbd-bin); jq or
-    python3; dd, sync, shuf-free awk.  Memory: about 4 x SIZE + 512M free
+    python3; dd, sync, findmnt, awk.  Memory: about 4 x SIZE + 512M free
     (the memory disk, punchcache's cache, the fresh memory disk of c).
     Disk: about 5 x SIZE in \$TMPDIR (sparse files: only what is written
     takes space).
