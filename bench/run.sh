@@ -1,0 +1,1016 @@
+#!/usr/bin/env bash
+# bench/run.sh - the benchmark suite of SPEC §7: punchcache against nbdkit
+# null, memory, file, file + cache filter and qemu-nbd (qcow2), eight fio
+# workloads over NBD on Unix sockets, one markdown report with ratios and
+# the §7 targets met or missed.  Run with --help for the full description.
+set -euo pipefail
+
+. "$(dirname "$0")/lib.sh"
+
+usage () {
+  cat <<EOF
+NAME
+    $prog - punchcache's benchmark suite: eight fio workloads against
+    punchcache and five peer servers, ratios and the SPEC §7 targets
+
+SYNOPSIS
+    bench/$prog [--quick] [--runtime S] [--reps N] [--size SIZE]
+                [--workloads LIST] [--servers LIST] [--punch-rate N]
+                [--perf DIR] [--pc-block-size SIZE] [--pc-param direct=MODE]
+                [--build DIR] [--out FILE]
+    bench/$prog --help
+
+DESCRIPTION
+    Starts each server on its own Unix socket in a private temporary
+    directory (\$TMPDIR, default /tmp; it must be a disk file system, not
+    tmpfs: punchcache does its pool I/O with O_DIRECT), drives it with
+    fio --ioengine=nbd, and prints a markdown report.  Servers (names for
+    --servers):
+
+      null        nbdkit null SIZE: no data at all, the protocol's and
+                  nbdkit's own ceiling (used in workload a only)
+      memory      nbdkit memory SIZE (sparse allocator, data in RAM)
+      file        nbdkit file on a sparse file (kernel page cache)
+      filecache   nbdkit --filter=cache file on a sparse file (writeback
+                  cache in a temporary file in the work directory)
+      qemu        qemu-nbd on a qcow2 image (64 KiB clusters, no
+                  preallocation): -f qcow2 --cache=none --aio=native
+                  --discard=unmap -e 4 -t
+      punchcache  nbdkit punchcache: a pool of 2 x SIZE (default 64 KiB
+                  blocks) holding a thin volume "bench" of SIZE bytes,
+                  cache=2 x SIZE so the whole volume fits in the cache
+
+    Every nbdkit runs with --threads $NBDKIT_THREADS.  qemu-nbd has no thread
+    pool option: its one main-loop thread runs every request as a
+    coroutine and, with --aio=native, submits the I/O through Linux AIO
+    (no worker threads).  cache=none (O_DIRECT on the image, qcow2
+    metadata cached in qemu's RAM until a flush) is chosen because it is
+    punchcache's own data path: neither gets help from the kernel's page
+    cache, so the qcow2 comparison (workload c) measures allocation, not
+    caching.  nbdkit file and the cache filter use the page cache, as
+    they do by default.
+
+    Workloads (letters for --workloads).  "QD32 x 2" means
+    --iodepth=32 --numjobs=2: two NBD connections, 32 requests in
+    flight on each; reported as the sum.
+
+      a  4K random read, QD32 x 2, cached: the export is fully written,
+         then every server gets one sequential 1M read pass (it fills
+         punchcache's block cache and the page cache of the file peers).
+      b  4K random read, QD32 x 2, cold.  punchcache is restarted on the
+         same pool with cache=0 (pool reads with O_DIRECT).  The file
+         peers are "as they are" but with their data out of the page
+         cache: before every run their files (and the cache filter's
+         temporary file, through /proc/PID/fd) are synced and dropped
+         with POSIX_FADV_DONTNEED (dd iflag=nocache), which touches no
+         other file on the machine.  qemu-nbd (cache=none) has no data
+         cache to drop.  null and memory: n/a (no cold state).
+      c  4K random write into a fresh thin export (allocating): for
+         every repetition each server gets a new export of 4 x SIZE (a
+         new pool, sparse file, qcow2 image, memory disk) and a new
+         process.  Every write lands in its own never-written 64 KiB unit
+         (punchcache's block, qcow2's cluster) in random order (fio
+         replays a shuffled iolog, one per connection, QD32 x 2), so
+         every write allocates.  The run ends after --runtime or when
+         every unit got its write.  null: n/a.
+      d  4K random overwrite, QD32 x 2, of the fully written export,
+         starting settled: the file peers' files written back and out
+         of the page cache before every run, as in b, so the start does
+         not depend on the workloads before (and it is the faster start
+         for nbdkit file on this kernel).
+      e  1 MiB sequential read (cached, as in a) and 1 MiB sequential
+         write (overwrite, starting settled as d), one connection, QD8,
+         in MiB/s.
+      f  64K random trim, QD32 x 2, of the fully written export: one pass
+         in random order, every 64K unit trimmed once (the export is
+         written again before every repetition).  null, memory: n/a.
+      g  Reads while another connection writes and punches a disjoint
+         range.  Job 1: 4K random reads, QD32, on one half of the
+         (cached) export; job 2: fio randtrimwrite, 64K, QD8, on the
+         other half: trim a block, write it again, over and over.  One
+         fio run of five phases of P = max(2, 3/5 x --runtime) seconds:
+         job 1 reads throughout; job 2 runs in phase 2 limited to
+         --punch-rate trims/s and as many writes/s (the same punch load
+         for every server) and in phase 4 unlimited (as fast as the
+         server punches).  From job 1's IOPS log (250 ms windows, 0.5 s
+         left out at each phase edge): kept share = the "with" phase /
+         the mean of the two alone phases around it, so the drift of a
+         noisy machine cancels out.  Median, min, max over the
+         repetitions, and job 2's achieved rates.  fio 3.33's
+         randtrimwrite ignores offset=, so job 2 takes the first half
+         and job 1 the second.
+      h  70/30 random read/write mix, 4K, QD32 x 2, on the cached export,
+         while a third connection trims random 64K ranges at a fixed
+         500 trims/s (the same trim load for every server); reported as
+         read + write IOPS of the mix.
+
+    Repetitions: each workload runs --reps times; within a repetition
+    the servers run one after another, and the order rotates from one
+    repetition to the next, so slow drift of the machine does not favour
+    one server.  Before a run the export is brought to the state the
+    workload needs (fully written; warm) with untimed sequential passes;
+    only the timed runs are measured.
+
+    Output (standard output, and FILE with --out): markdown.  A header
+    with the date, kernel, CPU, core count, tool versions, the exact
+    command line, the settings, the file system and the load average
+    (before, after, and sampled before every run);
+    an overview of the medians per workload and server (and each
+    server's peak RSS, VmHWM, over all its processes); the ratios
+    punchcache median / peer median; the SPEC §7 targets with the
+    measured figure and met or missed; per workload, median, min, max,
+    spread ((max - min) / median) and ratio per server; setup notes; the
+    raw value of every run.  Progress goes to standard error.
+
+    The default run takes about 16 minutes on 2 cores (15:38 for
+    latest.md), --quick about 2.5 (g alone, five phases per server,
+    takes a minute).  Numbers from a shared, noisy machine: read the
+    ratios and the spread, not the absolute values.
+
+OPTIONS
+    --quick          smoke run: --runtime 2 --reps 1 --size 128M (each
+                     can still be given explicitly)
+    --runtime S      seconds per timed fio run (integer >= 1; default 5)
+    --reps N         repetitions of every workload (default 3)
+    --size SIZE      size of every export, with an optional suffix K, M,
+                     G or T (powers of 1024); a whole number of MiB, at
+                     least 64M (default 1G)
+    --workloads LIST comma-separated subset of a,b,c,d,e,f,g,h (default
+                     all); they run in alphabetical order
+    --servers LIST   comma-separated subset of null, memory, file,
+                     filecache, qemu, punchcache (default all; without
+                     punchcache there are no ratios)
+    --punch-rate N   workload g: the rate of the limited job 2, N trims/s
+                     and N writes/s (integer >= 1; default 1000)
+    --perf DIR       profile: attach perf record (cpu-clock, DWARF call
+                     graphs) to the punchcache process for each of its
+                     timed runs, one DIR/TAG.perf.data per run (see
+                     perf report -i); punchcache's numbers then carry
+                     perf's overhead
+    --pc-block-size SIZE
+                     what-if runs: create punchcache's pools with this
+                     block size (4K..1M; default the tool's, 64K)
+    --pc-param direct=auto|on|off
+                     what-if runs: pass this parameter to every
+                     punchcache (direct=off: buffered pool I/O, the
+                     page cache next to the block cache)
+    --build DIR      build tree holding plugins/punchcache/.libs/
+                     nbdkit-punchcache-plugin.so and tools/punchcache
+                     (default: \$BUILD if set, else ../build next to the
+                     source tree if it holds a build, else the source
+                     tree itself)
+    --out FILE       also write the markdown report to FILE
+    -h, --help       show this help and exit
+
+REQUIREMENTS
+    nbdkit with the null, memory and file plugins and the cache filter;
+    qemu-nbd and qemu-img (qemu-utils); fio with ioengine=nbd (fio
+    --enghelp=nbd) and randtrimwrite; nbdinfo (libnbd-bin); jq or
+    python3; dd, sync, findmnt, awk.  Memory: about 4 x SIZE + 512M free
+    (the memory disk, punchcache's cache, the fresh memory disk of c).
+    Disk: about 5 x SIZE in \$TMPDIR (sparse files: only what is written
+    takes space).
+
+ENVIRONMENT
+    TMPDIR      where the work directory goes (default /tmp)
+    BUILD       default for --build
+    BENCH_KEEP  if set, keep the work directory (logs, fio JSON, server
+                statistics) instead of removing it at exit
+
+EXAMPLES
+    bench/$prog --quick                        # smoke run, ~2.5 minutes
+    bench/$prog --out bench/results/latest.md  # the README's numbers
+    bench/$prog --workloads a,g --servers file,punchcache --reps 5
+    bench/$prog --workloads c,d --servers punchcache --reps 1 --perf /tmp/p
+
+EXIT STATUS
+    0 on success, 1 on a failure (a server that did not start, a fio run
+    that failed or moved no data), 2 on a usage error.
+EOF
+}
+
+# ---------------------------------------------------------------- options
+
+cmdline=$(quote_cmdline "$0" "$@")
+
+all_workloads=(a b c d e f g h)
+all_servers=(null memory file filecache qemu punchcache)
+quick=no runtime="" reps="" size_arg="" build="" out=""
+workloads_arg="" servers_arg="" punch_rate=1000 perf_dir=""
+pc_block_size="" pc_params=() pc_what_if=""
+
+while [ $# -gt 0 ]; do
+  take_opt "--runtime --reps --size --workloads --servers --punch-rate --perf --pc-block-size --pc-param --build --out" \
+           "--quick -h --help" "$@"
+  shift "$nshift"
+  case "$opt" in
+    -h|--help)    usage; exit 0 ;;
+    --quick)      quick=yes ;;
+    --runtime)    runtime=$val ;;
+    --reps)       reps=$val ;;
+    --size)       size_arg=$val ;;
+    --workloads)  workloads_arg=$val ;;
+    --servers)    servers_arg=$val ;;
+    --punch-rate) punch_rate=$val ;;
+    --perf)       perf_dir=$val ;;
+    --pc-block-size) pc_block_size=$val ;;
+    --pc-param)   [[ $val =~ ^direct=(auto|on|off)$ ]] ||
+                    usage_error "--pc-param: want direct=auto, direct=on or direct=off, got '$val'"
+                  pc_params+=("$val"); pc_what_if=yes ;;
+    --build)      build=$val ;;
+    --out)        out=$val ;;
+  esac
+done
+
+if [ "$quick" = yes ]; then
+  : "${runtime:=2}" "${reps:=1}" "${size_arg:=128M}"
+else
+  : "${runtime:=5}" "${reps:=3}" "${size_arg:=1G}"
+fi
+want_uint --runtime "$runtime" 4
+want_uint --reps "$reps" 2
+want_size size --size "$size_arg" $(( 64 * MIB ))
+want_uint --punch-rate "$punch_rate" 7
+[ -z "$out" ] || want_out_file "$out"
+[ -z "$pc_block_size" ] || [[ $pc_block_size =~ ^((4|8|16|32|64|128|256|512)K|1M)$ ]] ||
+  usage_error "--pc-block-size: want a power of two from 4K to 1M (4K, 8K, ... 512K, 1M), got '$pc_block_size'"
+if [ -n "$perf_dir" ]; then
+  { [ -d "$perf_dir" ] && [ -w "$perf_dir" ]; } ||
+    usage_error "--perf: '$perf_dir' is not a writable directory"
+  perf_dir=$(cd "$perf_dir" && pwd)
+fi
+
+# pick_list OPTION VALUE KNOWN...: VALUE, a comma-separated subset of
+# KNOWN, printed in KNOWN's order (duplicates folded).
+pick_list () {
+  local option=$1 value=$2 item k; shift 2
+  local -A want=()
+  [[ $value =~ ^[a-z]+(,[a-z]+)*$ ]] ||
+    usage_error "$option: want a comma-separated list, got '$value'"
+  for item in ${value//,/ }; do
+    [[ " $* " == *" $item "* ]] ||
+      usage_error "$option: unknown '$item' (known: $(IFS=,; echo "$*"))"
+    want[$item]=1
+  done
+  for k in "$@"; do [ -z "${want[$k]:-}" ] || printf '%s ' "$k"; done
+}
+list=$(pick_list --workloads "${workloads_arg:-$(IFS=,; echo "${all_workloads[*]}")}" \
+         "${all_workloads[@]}") || exit $?
+read -r -a workloads <<<"$list"
+list=$(pick_list --servers "${servers_arg:-$(IFS=,; echo "${all_servers[*]}")}" \
+         "${all_servers[@]}") || exit $?
+read -r -a servers <<<"$list"
+
+has () { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
+has punchcache "${servers[@]}" && find_build "$build"
+
+# ---------------------------------------------------------------- setup
+
+need_cmds nbdkit nbdinfo dd sync
+need_fio_nbd
+fio --cmdhelp=rw 2>/dev/null | grep -q randtrimwrite ||
+  die "this fio ($(fio --version)) has no rw=randtrimwrite (workload g)"
+has qemu "${servers[@]}" && need_cmds qemu-nbd qemu-img
+[ -z "$perf_dir" ] || need_cmds perf
+need_ram $(( 4 * size + 512 * MIB )) "--size $size_arg"
+
+make_workdir bench-run
+need_real_fs "$dir"
+need_disk "$dir" $(( 5 * size )) "the exports"
+
+half=$(( size / 2 ))
+unit=$(( 64 * 1024 ))                 # c: allocation unit, one write each
+c_size=$(( 4 * size ))
+c_units=$(( c_size / unit ))          # units of c's export: one write each
+pc_cache=$(( 2 * size ))
+
+declare -A label=(
+  [null]="nbdkit null" [memory]="nbdkit memory" [file]="nbdkit file"
+  [filecache]="nbdkit file + cache filter" [qemu]="qemu-nbd qcow2"
+  [punchcache]="punchcache"
+)
+# The servers a workload does not apply to (n/a), and why; every other
+# server runs it.
+declare -A not_for=( [b]="null memory" [c]=null [d]=null [e]=null
+                     [f]="null memory" [g]=null [h]=null )
+declare -A na_why=( [b]="null and memory have no cold state"
+                    [f]="null and memory have no storage to give back" )
+declare -A eligible=()
+for w in "${all_workloads[@]}"; do
+  for s in "${all_servers[@]}"; do
+    [[ " ${not_for[$w]:-} " == *" $s "* ]] || eligible[$w]+="$s "
+  done
+  [ -z "${not_for[$w]:-}" ] || : "${na_why[$w]:=null stores nothing}"
+done
+
+# Result rows: workload letter, or letter.part.
+rows=()
+declare -A row_title=( [a]="a. 4K random read, cached, QD32×2"
+  [b]="b. 4K random read, cold, QD32×2"
+  [c]="c. 4K random write, fresh export (allocating), QD32×2"
+  [d]="d. 4K random overwrite, QD32×2"
+  [e.read]="e. 1 MiB sequential read, QD8"
+  [e.write]="e. 1 MiB sequential write, QD8"
+  [f]="f. 64K random trim, QD32×2"
+  [g.alone]="g. job 1 (4K random reads, QD32) alone"
+  [g.with]="g. job 1 with job 2 at $punch_rate trims/s + $punch_rate writes/s"
+  [g.kept]="g. kept share, job 2 at $punch_rate+$punch_rate/s"
+  [g.withmax]="g. job 1 with job 2 unlimited"
+  [g.keptmax]="g. kept share, job 2 unlimited"
+  [h]="h. 70/30 4K random read/write + 500 trims/s, QD32×2"
+)
+declare -A row_unit=( [e.read]="MiB/s" [e.write]="MiB/s" [g.kept]="share"
+  [g.keptmax]="share" )
+is_share () { [ "$1" = g.kept ] || [ "$1" = g.keptmax ]; }
+declare -A vals=()                    # "row|server" -> "v1 v2 ..."
+declare -A extra=()                   # "row|server" -> "note per rep ..."
+
+record () { vals["$1|$2"]="${vals["$1|$2"]:-} $3"; }
+
+# ---------------------------------------------------------------- servers
+
+declare -A filled=() warm=()
+
+# backing NAME KIND BYTES: create NAME's storage (none for null, memory).
+backing () {
+  local name=$1 kind=$2 bytes=$3
+  case "$kind" in
+    file|filecache)
+      truncate -s "$bytes" "$dir/$name.img"
+      [ "$kind" = file ] || mkdir -p "$dir/$name.tmp" ;;
+    qemu)
+      qemu-img create -q -f qcow2 "$dir/$name.qcow2" "$bytes" ;;
+    punchcache)
+      "$tool" create "$dir/$name.pool" $(( bytes + pc_cache / 2 )) \
+        ${pc_block_size:+--block-size "$pc_block_size"} >/dev/null
+      "$tool" volume add "$dir/$name.pool" bench "$bytes" >/dev/null ;;
+  esac
+}
+
+# serve NAME KIND BYTES [CACHE]: start NAME (punchcache with cache=CACHE,
+# default $pc_cache) on its backing.
+serve () {
+  local name=$1 kind=$2 bytes=$3 cache=${4:-$pc_cache}
+  case "$kind" in
+    null|memory) start_nbdkit "$name" "$kind" "$bytes" ;;
+    file)        start_nbdkit "$name" file "$dir/$name.img" ;;
+    filecache)   start_nbdkit "$name" TMPDIR="$dir/$name.tmp" \
+                   --filter=cache file "$dir/$name.img" ;;
+    qemu)        start_qemu_nbd "$name" -f qcow2 --cache=none --aio=native \
+                   --discard=unmap -e 4 "$dir/$name.qcow2" ;;
+    punchcache)
+      export_of[$name]=bench
+      start_nbdkit "$name" "$plugin" pool="$dir/$name.pool" cache="$cache" \
+        "${pc_params[@]}" \
+        stats="$dir/$name.stats.json" ;;
+  esac
+}
+
+# unserve NAME: stop NAME; a failed exit is a failure of the run.  The
+# main punchcache's statistics at exit (written on SIGTERM) are kept in
+# final_stats.
+final_stats=""
+unserve () {
+  stop_server "$1" || die "$1 exited with status $? (see $dir/$1.log)"
+  if [ "$1" = punchcache ] && [ -f "$dir/$1.stats.json" ]; then
+    final_stats=$dir/$1.stats.final.json
+    cp "$dir/$1.stats.json" "$final_stats"
+  fi
+}
+
+# prep NAME STATE: bring the main export of NAME to STATE:
+#   filled  every byte written since the last trim (one 1M write pass)
+#   warm    filled, and one 1M read pass since the last write
+#   cold    filled, and no server-side cache holds the data (see b)
+#   settled filled, and the file peers' files written back and out of the
+#           page cache, as for cold: where an overwrite starts must not
+#           depend on which workloads ran before.  (On this machine's
+#           kernel, nbdkit file's 4K overwrites of pages that the fill
+#           left cached, in large folios, ran at ~30k IOPS, against ~80k
+#           into uncached pages: settled is the faster state for it.)
+prep () {
+  local name=$1 state=$2
+  [ "$name" != null ] || return 0    # no data to prepare
+  if [ "${filled[$name]:-0}" = 0 ]; then
+    pass "$name" write "$size"; filled[$name]=1; warm[$name]=0
+  fi
+  case "$state" in
+    warm)
+      # qemu-nbd (cache=none) keeps no data, and the fill already loaded
+      # its qcow2 metadata: a read pass would warm nothing.
+      if [ "${warm[$name]:-0}" = 0 ] && [ "$name" != qemu ]; then
+        pass "$name" read "$size"; warm[$name]=1
+      fi ;;
+    cold|settled) drop_cache "$name"; warm[$name]=0 ;;
+  esac
+}
+
+# drop_file FILE: write back FILE's dirty pages, then drop its page cache
+# (POSIX_FADV_DONTNEED through dd iflag=nocache): only this file.
+drop_file () {
+  sync -d "$1" && dd if="$1" iflag=nocache count=0 status=none ||
+    die "could not drop the page cache of $1"
+}
+
+# drop_cache NAME: the cold state of workload b.  punchcache's cold
+# instance has cache=0 and O_DIRECT; qemu-nbd runs with cache=none.
+drop_cache () {
+  local name=$1 fd target
+  case "$name" in
+    file) drop_file "$dir/file.img" ;;
+    filecache)
+      drop_file "$dir/filecache.img"
+      for fd in /proc/"${pid[filecache]}"/fd/*; do
+        target=$(readlink "$fd") || continue
+        [[ $target == "$dir/filecache.tmp/"* ]] && drop_file "$fd"
+      done ;;
+  esac
+  return 0
+}
+
+# ---------------------------------------------------------------- fio
+
+# metric FILE JOB DIRS...: the sum of JOB's IOPS in DIRS (read write trim).
+metric () {
+  local file=$1 job=$2 d s=0; shift 2
+  for d in "$@"; do
+    s=$(awk -v a="$s" -v b="$(jget "$file" "jobs.$job.$d.iops")" \
+          'BEGIN { printf "%.0f", a + b }')
+  done
+  (( s > 0 )) || die "$(basename "$file"): 0 IOPS ($*)"
+  echo "$s"
+}
+
+# mibs FILE DIR: bandwidth of job 0 in MiB/s.
+mibs () {
+  awk -v b="$(jget "$1" "jobs.0.$2.bw_bytes")" \
+    'BEGIN { if (b <= 0) exit 1; printf "%.0f", b / 1048576 }' ||
+    die "$(basename "$1"): 0 MiB/s"
+}
+
+timed=(--time_based --runtime="$runtime")
+g_phase=$(( (3 * runtime + 2) / 5 )); (( g_phase >= 2 )) || g_phase=2
+g_guard=500                           # ms ignored at each end of a phase
+
+# phase_means LOG: job 1's mean IOPS in each of g's five phases, from a
+# fio IOPS log averaged over 250 ms windows ("end_ms, iops, ..."); the
+# first and last $g_guard ms of each phase are left out (jobs start and
+# stop a few ms apart).
+phase_means () {
+  awk -F', *' -v p=$(( g_phase * 1000 )) -v g="$g_guard" '
+    { k = int(($1 - 125) / p)
+      t = $1 - 250 - k * p; if (t >= g && $1 - k * p <= p - g) { s[k] += $2; n[k]++ } }
+    END { for (k = 0; k < 5; k++) {
+            if (!n[k]) { print "phase " k ": no samples" > "/dev/stderr"; exit 1 }
+            printf "%.0f ", s[k] / n[k] }
+          print "" }' "$1" || die "$(basename "$1"): not enough samples for g"
+}
+qd32x2=(--iodepth=32 --numjobs=2 --group_reporting)
+
+# c's iologs: for each of the two connections, one 4K write at the start
+# of every 64K unit of its half of the fresh export, in a fixed shuffled
+# order (the same for every server and repetition).
+make_iologs () {
+  local j n=$(( c_units / 2 ))
+  for j in 0 1; do
+    awk -v n="$n" -v base=$(( j * n )) -v unit="$unit" -v seed=$(( 42 + j )) '
+      BEGIN {
+        srand(seed)
+        for (i = 0; i < n; i++) u[i] = base + i
+        for (i = n - 1; i > 0; i--) {
+          k = int(rand() * (i + 1)); t = u[i]; u[i] = u[k]; u[k] = t
+        }
+        print "fio version 2 iolog"; print "x add"; print "x open"
+        # %.0f, not %d: mawk, the default awk of Debian, clamps %d at 2^31 - 1.
+        for (i = 0; i < n; i++) printf "x write %.0f 4096\n", u[i] * unit
+      }' >"$dir/c.$j.iolog"
+  done
+  # Every write 64K-aligned, inside the export, and no unit twice.
+  cat "$dir"/c.[01].iolog | awk -v unit="$unit" -v size="$c_size" '
+    $2 == "write" { n++; if ($3 % unit || $3 + $4 > size || seen[$3]++) bad++ }
+    END { exit !(n == size / unit && !bad) }' ||
+    die "internal error: the iologs of workload c are not one aligned write per unit"
+}
+
+# timed_fio NAME TAG FIO-ARGS...: runfio, and with --perf, perf record
+# attached to NAME's process for the length of the run when NAME is a
+# punchcache (cpu-clock: this VM has no hardware counters; DWARF call
+# graphs: the plugin is built -O2 without frame pointers).
+timed_fio () {
+  local name=$1 tag=$2 perf_pid=""
+  if [ -n "$perf_dir" ] && [[ $name == punchcache || $name == c*-punchcache ]]; then
+    timeout -s INT -k 5 $(( 5 * runtime + 180 )) \
+      perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 \
+        -p "${pid[$name]}" -o "$perf_dir/$tag.perf.data" \
+        >"$perf_dir/$tag.perf.log" 2>&1 &
+    perf_pid=$!
+    sleep 0.5                         # perf attaches before the load starts
+  fi
+  runfio "$@"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || :
+    local rc=0; wait "$perf_pid" || rc=$?
+    # 130: perf's exit on the SIGINT that ends it.
+    (( rc == 0 || rc == 130 )) ||
+      warn "perf record for $tag: status $rc (see $perf_dir/$tag.perf.log)"
+    log "  perf: $perf_dir/$tag.perf.data"
+  fi
+}
+
+# check_allocated INST: after c on a punchcache, every acknowledged write
+# must have allocated its own block (a check of the workload itself).
+check_allocated () {
+  local st=$dir/$1.stats.json n used
+  [ -f "$st" ] || return 0
+  n=$(jget "$dir/$1.${1%%-*}.json" jobs.0.write.total_ios 2>/dev/null) || return 0
+  used=$(jget "$st" pool.used_blocks)
+  [ "$used" = "$n" ] ||
+    warn "c on $1: $n writes but $used blocks allocated (each write should allocate one)"
+}
+
+# run_one W NAME TAG: one timed run of workload W against server NAME
+# (prepared first); records its value(s).
+run_one () {
+  local w=$1 name=$2 tag=$3 json=$dir/$2.$3.json a b
+  case "$w" in
+    a|b)
+      prep "$name" "$([ "$w" = a ] && echo warm || echo cold)"
+      timed_fio "$name" "$tag" --name="$w" --rw=randread --bs=4k "${qd32x2[@]}" \
+        --size="$size" "${timed[@]}"
+      record "$w" "$name" "$(metric "$json" 0 read)" ;;
+    c)
+      # fio 3.33 closes the connection with requests still in flight when
+      # a replay reaches the end of its log, and nbdkit 1.32 can crash on
+      # that (assertion in raw_send_socket); with number_ios= (the log's
+      # length) fio ends the replay the normal way and reaps them first.
+      # A v2 iolog has no timestamps, so the replay never stalls.
+      timed_fio "$name" "$tag" --runtime="$runtime" \
+        --number_ios=$(( c_units / 2 )) \
+        --group_reporting --iodepth=32 \
+        --name=c0 --read_iolog="$dir/c.0.iolog" \
+        --name=c1 --read_iolog="$dir/c.1.iolog"
+      record c "${name#c*-}" "$(metric "$json" 0 write)" ;;
+    d)
+      prep "$name" settled
+      timed_fio "$name" "$tag" --name=d --rw=randwrite --bs=4k "${qd32x2[@]}" \
+        --size="$size" "${timed[@]}"
+      warm[$name]=0
+      record d "$name" "$(metric "$json" 0 write)" ;;
+    e.read)
+      prep "$name" warm
+      timed_fio "$name" "$tag" --name=e --rw=read --bs=1M --iodepth=8 \
+        --size="$size" "${timed[@]}"
+      record e.read "$name" "$(mibs "$json" read)" ;;
+    e.write)
+      prep "$name" settled
+      timed_fio "$name" "$tag" --name=e --rw=write --bs=1M --iodepth=8 \
+        --size="$size" "${timed[@]}"
+      warm[$name]=0
+      record e.write "$name" "$(mibs "$json" write)" ;;
+    f)
+      prep "$name" filled
+      timed_fio "$name" "$tag" --name=f --rw=randtrim --bs=64k "${qd32x2[@]}" \
+        --size="$half" --offset_increment="$half" --runtime="$runtime"
+      filled[$name]=0; warm[$name]=0
+      record f "$name" "$(metric "$json" 0 trim)" ;;
+    g)
+      # One fio run of five phases of $g_phase s: job 1 reads throughout;
+      # job 2 punches in phase 2 (rate-limited) and phase 4 (unlimited).
+      # Each "with" phase is compared with the two alone phases around it,
+      # so drift of a noisy machine over the run cancels out.
+      local puncher=(--rw=randtrimwrite --bs=64k --iodepth=8 --size="$half"
+                     --time_based --runtime="$g_phase")
+      local ph
+      prep "$name" warm
+      timed_fio "$name" "$tag" \
+        --name=reader --rw=randread --bs=4k --iodepth=32 --offset="$half" \
+        --size="$half" --time_based --runtime=$(( 5 * g_phase )) \
+        --write_iops_log="$dir/$name.$tag" --log_avg_msec=250 \
+        --name=punch-limited "${puncher[@]}" --startdelay="$g_phase" \
+        --rate_iops=",$punch_rate,$punch_rate" \
+        --name=punch-unlimited "${puncher[@]}" --startdelay=$(( 3 * g_phase ))
+      # job 2 rewrites what it trims; a few in-flight trims may be left
+      # as holes, in the half job 1 never reads.
+      warm[$name]=0
+      read -r -a ph < <(phase_means "$dir/${name}.${tag}_iops.1.log")
+      record g.alone "$name" "$(awk -v a="${ph[0]}" -v b="${ph[2]}" -v c="${ph[4]}" \
+                                  'BEGIN { printf "%.0f", (a + b + c) / 3 }')"
+      record g.with "$name" "${ph[1]}"
+      record g.withmax "$name" "${ph[3]}"
+      record g.kept "$name" "$(awk -v a="${ph[0]}" -v w="${ph[1]}" -v b="${ph[2]}" \
+                                 'BEGIN { printf "%.3f", 2 * w / (a + b) }')"
+      record g.keptmax "$name" "$(awk -v a="${ph[2]}" -v w="${ph[3]}" -v b="${ph[4]}" \
+                                    'BEGIN { printf "%.3f", 2 * w / (a + b) }')"
+      extra["g.with|$name"]="${extra["g.with|$name"]:-} $(metric "$json" 1 write)+$(metric "$json" 1 trim)"
+      extra["g.withmax|$name"]="${extra["g.withmax|$name"]:-} $(metric "$json" 2 write)+$(metric "$json" 2 trim)" ;;
+    h)
+      prep "$name" warm
+      timed_fio "$name" "$tag" "${timed[@]}" --group_reporting \
+        --name=mix --rw=randrw --rwmixread=70 --bs=4k --iodepth=32 \
+        --numjobs=2 --size="$size" \
+        --name=trim --new_group --rw=randtrim --bs=64k --iodepth=4 \
+        --size="$size" --rate_iops=,,500
+      filled[$name]=0; warm[$name]=0
+      record h "$name" "$(metric "$json" 0 read write)"
+      extra["h|$name"]="${extra["h|$name"]:-} $(metric "$json" 1 trim)" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- run
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_samples=""                       # 1-minute load average before each run
+t_start=$(date +%s)
+log "build: ${build:-none (no punchcache)}"
+log "size $size_arg, runtime ${runtime}s, $reps rep(s), workloads ${workloads[*]}, servers ${servers[*]}, in $dir ($fs_type)"
+
+# Servers that some selected workload other than c runs on.
+main_servers=()
+for s in "${servers[@]}"; do
+  for w in "${workloads[@]}"; do
+    if [ "$w" != c ] && has "$s" ${eligible[$w]}; then main_servers+=("$s"); break; fi
+  done
+done
+for s in "${main_servers[@]}"; do
+  backing "$s" "$s" "$size"
+  serve "$s" "$s" "$size"
+done
+log "started: ${main_servers[*]:-none}"
+direct_io=""
+if has punchcache "${main_servers[@]}"; then
+  pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.start.json"
+  direct_io=$(jget "$dir/punchcache.stats.start.json" pool.direct_io)
+  [ "$direct_io" = true ] ||
+    warn "punchcache does not use O_DIRECT here: $(jget "$dir/punchcache.stats.start.json" pool.direct_io_note)"
+fi
+
+for w in "${workloads[@]}"; do
+  run_servers=()
+  for s in "${servers[@]}"; do has "$s" ${eligible[$w]} && run_servers+=("$s"); done
+  case "$w" in e) parts=(e.read e.write) ;; *) parts=("$w") ;; esac
+  case "$w" in
+    e) rows+=(e.read e.write) ;;
+    g) rows+=(g.alone g.with g.kept g.withmax g.keptmax) ;;
+    *) rows+=("$w") ;;
+  esac
+  (( ${#run_servers[@]} > 0 )) || { log "workload $w: no selected server"; continue; }
+  log "workload $w: ${run_servers[*]}"
+  if [ "$w" = b ] && has punchcache "${run_servers[@]}"; then
+    log "restarting punchcache with cache=0 (cold: O_DIRECT pool reads)"
+    unserve punchcache; serve punchcache punchcache "$size" 0
+  fi
+  [ "$w" != c ] || make_iologs
+  # Statistics of punchcache over a and g (cache hits, lock waits),
+  # from after its first preparation.
+  snap=no
+  if [[ $w == a || $w == g ]] && has punchcache "${run_servers[@]}"; then
+    snap=yes
+    prep punchcache warm
+    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.0.json"
+  fi
+  n=${#run_servers[@]}
+  for (( r = 0; r < reps; r++ )); do
+    for (( k = 0; k < n; k++ )); do
+      s=${run_servers[(r + k) % n]}
+      for part in "${parts[@]}"; do
+        load_samples+=" $(cut -d' ' -f1 /proc/loadavg)"
+        if [ "$w" = c ]; then
+          inst=c$r-$s
+          backing "$inst" "$s" "$c_size"
+          serve "$inst" "$s" "$c_size"
+          run_one c "$inst" "c$r"
+          unserve "$inst"
+          check_allocated "$inst"
+          [ -z "${hwm_kb[$inst]:-}" ] || {
+            (( hwm_kb[$inst] > ${hwm_kb[c-$s]:-0} )) && hwm_kb[c-$s]=${hwm_kb[$inst]}; :; }
+          rm -rf -- "$dir/$inst".*
+        else
+          run_one "$part" "$s" "$part.$r"
+        fi
+        v=${vals["${part/#g/g.kept}|$s"]:-}; v=${v##* }
+        [ "$w" != g ] || v="alone ${vals["g.alone|$s"]##* } with ${vals["g.with|$s"]##* } kept $v, unlimited ${vals["g.withmax|$s"]##* } kept ${vals["g.keptmax|$s"]##* }"
+        log "  $part rep $(( r + 1 ))/$reps $(printf '%-10s' "$s") $v"
+      done
+    done
+  done
+  [ "$snap" = no ] ||
+    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.1.json"
+  if [ "$w" = b ] && has punchcache "${run_servers[@]}"; then
+    log "restarting punchcache with cache=$(( pc_cache / MIB ))M"
+    unserve punchcache; serve punchcache punchcache "$size"
+    warm[punchcache]=0
+  fi
+done
+
+declare -A rss=()
+for s in "${main_servers[@]}"; do rss[$s]=$(peak_rss "$s"); done
+for s in "${servers[@]}"; do
+  [ -z "${hwm_kb[c-$s]:-}" ] || rss[c-$s]=$(human $(( hwm_kb[c-$s] * 1024 )))
+done
+for s in "${main_servers[@]}"; do unserve "$s"; done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+load_during=$(summarize "$load_samples" %.1f 2>/dev/null || echo "? ? ?")
+elapsed=$(( $(date +%s) - t_start ))
+
+# ---------------------------------------------------------------- report
+
+declare -A med=() lo=() hi=()
+for row in "${rows[@]}"; do
+  fmt=%.0f; ! is_share "$row" || fmt=%.3f
+  for s in "${servers[@]}"; do
+    [ -n "${vals["$row|$s"]:-}" ] || continue
+    read -r "med[$row|$s]" "lo[$row|$s]" "hi[$row|$s]" \
+      < <(summarize "${vals["$row|$s"]}" "$fmt")
+  done
+done
+
+# cell ROW SERVER: the median, formatted, or n/a / — (not run).
+cell () {
+  local w=${1%%.*}
+  if [ -n "${med["$1|$2"]:-}" ]; then
+    if is_share "$1"; then printf '%.2f' "${med["$1|$2"]}"
+    else commas "${med["$1|$2"]}"; fi
+  elif ! has "$2" ${eligible[$w]}; then printf 'n/a'
+  else printf '—'
+  fi
+}
+
+# pc_ratio ROW PEER: punchcache median / PEER median.
+pc_ratio () {
+  if [ -n "${med["$1|punchcache"]:-}" ] && [ -n "${med["$1|$2"]:-}" ]; then
+    ratio "${med["$1|punchcache"]}" "${med["$1|$2"]}"
+  elif ! has "$2" ${eligible[${1%%.*}]}; then printf 'n/a'
+  else printf '—'
+  fi
+}
+
+# rss_cell main|c SERVER: peak RSS of its main process / of c's processes.
+rss_cell () {
+  if [ "$1" = main ]; then printf '%s' "${rss[$2]:-—}"
+  else printf '%s' "${rss[c-$2]:-n/a}"; fi
+}
+
+# table_header TITLE PREFIX SERVERS...: the header and rule of a table
+# with one numeric column per server ("PREFIX label").
+table_header () {
+  local title=$1 prefix=$2 s; shift 2
+  printf '| %s |' "$title"
+  for s in "$@"; do printf ' %s%s |' "$prefix" "${label[$s]}"; done; echo
+  printf '|---|'; for s in "$@"; do printf -- '--:|'; done; echo
+}
+
+# table_row FN ROW LEAD SERVERS...: "| LEAD | FN ROW SERVER | ... |".
+table_row () {
+  local fn=$1 row=$2 lead=$3 s; shift 3
+  printf '| %s |' "$lead"
+  for s in "$@"; do printf ' %s |' "$("$fn" "$row" "$s")"; done; echo
+}
+
+# verdict VALUE OP LIMIT: "met" / "missed" / "not run".
+verdict () {
+  [ -n "$1" ] && [ "$1" != n/a ] && [ "$1" != — ] || { echo "not run"; return; }
+  awk -v v="${1%×}" -v l="$3" -v op="$2" 'BEGIN {
+    ok = (op == ">=") ? (v + 0 >= l + 0) : (v + 0 < l + 0)
+    print ok ? "**met**" : "**missed**" }'
+}
+
+peers=()
+for s in "${servers[@]}"; do [ "$s" = punchcache ] || peers+=("$s"); done
+
+pcstat () { jget "$1" "$2" 2>/dev/null || echo "?"; }
+
+report=$dir/report.md
+{
+  echo "## punchcache benchmark suite (SPEC §7)"
+  echo
+  if has qemu "${servers[@]}"; then machine_line qemu; else machine_line; fi
+  echo
+  echo "\`$cmdline\`"
+  echo
+  echo "fio ioengine=nbd over Unix sockets; exports of $(( size / MIB )) MiB" \
+       "(c: fresh exports of $(( c_size / MIB )) MiB); ${runtime} s per timed" \
+       "run; $reps repetition(s) per workload, server order rotating;" \
+       "nbdkit --threads $NBDKIT_THREADS; qemu-nbd -f qcow2 --cache=none" \
+       "--aio=native --discard=unmap (one main-loop thread, Linux AIO);" \
+       "punchcache cache=$(( pc_cache / MIB ))M, block ${pc_block_size:-64K}${pc_params[*]:+, ${pc_params[*]}}," \
+       "direct_io=${direct_io:-n/a}; work directory on $fs_type." \
+       "Load average before: $load_before, after: $load_after;" \
+       "1-minute load average before each timed run: median" \
+       "$(cut -d' ' -f1 <<<"$load_during"), min $(cut -d' ' -f2 <<<"$load_during")," \
+       "max $(cut -d' ' -f3 <<<"$load_during") ($(nproc) cores, shared: fio" \
+       "and the server compete for them, and other engineers' builds and" \
+       "tests ran at the same time). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
+  [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache:" \
+       "its numbers carry perf's overhead; do not compare them.**"
+  [ -z "$pc_block_size$pc_what_if" ] || echo "**What-if run: punchcache is not in" \
+       "its default configuration (see above).**"
+  echo
+  echo "### Overview: medians"
+  echo
+  table_header workload "" "${servers[@]}"
+  for row in "${rows[@]}"; do
+    table_row cell "$row" "${row_title[$row]} (${row_unit[$row]:-IOPS})" "${servers[@]}"
+  done
+  table_row rss_cell main "peak RSS (VmHWM)" "${servers[@]}"
+  ! has c "${workloads[@]}" ||
+    table_row rss_cell c "peak RSS, c (fresh export)" "${servers[@]}"
+  echo
+  echo "n/a: the workload does not apply to that server; —: not run."
+  if has punchcache "${servers[@]}" && (( ${#peers[@]} > 0 )); then
+    echo
+    echo "### Ratios: punchcache median / peer median"
+    echo
+    table_header workload "÷ " "${peers[@]}"
+    for row in "${rows[@]}"; do
+      is_share "$row" || table_row pc_ratio "$row" "${row_title[$row]}" "${peers[@]}"
+    done
+    echo
+    echo "For g the figure that matters is the kept share (next table), not" \
+         "the raw IOPS ratio."
+  fi
+
+  echo
+  echo "### SPEC §7 targets"
+  echo
+  echo "| target | measured | result |"
+  echo "|---|--:|---|"
+  t () { echo "| $1 | $2 | $(verdict "$2" "$3" "$4") |"; }
+  t "Cached 4K random read (a) ≥ 1.0× nbdkit memory" "$(pc_ratio a memory)" ">=" 1.0
+  t "Cached 4K random read (a) ≥ 0.9× nbdkit null" "$(pc_ratio a null)" ">=" 0.9
+  t "4K random write into a fresh thin volume (c) ≥ 1.5× qemu-nbd qcow2" "$(pc_ratio c qemu)" ">=" 1.5
+  t "4K random overwrite (d) ≥ 1.0× nbdkit file" "$(pc_ratio d file)" ">=" 1.0
+  t "1 MiB sequential read (e) ≥ 1.0× nbdkit file" "$(pc_ratio e.read file)" ">=" 1.0
+  t "1 MiB sequential write (e) ≥ 1.0× nbdkit file" "$(pc_ratio e.write file)" ">=" 1.0
+  for v in kept keptmax; do
+    how="job 2 at $punch_rate+$punch_rate/s"; [ "$v" = kept ] || how="job 2 unlimited"
+    kept_pc=$(cell "g.$v" punchcache); kept_file=$(cell "g.$v" file)
+    t "Reads under disjoint punches (g, $how): kept share ≥ 0.85" "$kept_pc" ">=" 0.85
+    if [ -n "${med["g.$v|punchcache"]:-}" ] && [ -n "${med["g.$v|file"]:-}" ]; then
+      t "Reads under disjoint punches (g, $how): kept share ≥ nbdkit file's ($kept_file)" \
+        "$kept_pc" ">=" "$kept_file"
+    else
+      echo "| Reads under disjoint punches (g, $how): kept share ≥ nbdkit file's | — | not run |"
+    fi
+  done
+  if [ -n "$final_stats" ]; then
+    meta=$(pcstat "$final_stats" pool.metadata_ram); used=$(pcstat "$final_stats" pool.used)
+    mshare=$(awk -v m="$meta" -v u="$used" 'BEGIN {
+      if (u + 0 > 0) printf "%.3f%%", 100 * m / u; else print "n/a" }')
+    echo "| Metadata RAM ≤ 0.1% of allocated data (at the default block size; here ${pc_block_size:-64K}) | $mshare ($(human "$meta") for $(human "$used")) |" \
+         "$(verdict "${mshare%\%}" "<" 0.1001) |"
+  fi
+  echo "| Memory: RSS within cache budget + 5% + metadata | peak $(printf '%s' "${rss[punchcache]:-—}"), budget $(( pc_cache / MIB )) MiB | not stressed here (working set < budget): tests/test-memory.sh |"
+  echo "| Open time of a pool with 1 TiB allocated < 1 s | — | not measured here |"
+  echo "| punchcached ≥ 1.5× the plugin | — | not measured (no punchcached in this tree) |"
+
+  echo
+  echo "### Per workload: median, min, max over $reps repetition(s)"
+  for row in "${rows[@]}"; do
+    w=${row%%.*}
+    case "$row" in g.alone|g.with|g.withmax|g.keptmax) continue ;; esac  # in g.kept's table
+    echo
+    if [ "$row" = g.kept ]; then
+      echo "#### g. reads (job 1) while job 2 writes and punches a disjoint range (IOPS)"
+      echo
+      echo "Job 1's IOPS (medians; alone = mean of the three alone phases);" \
+           "kept share = the with phase / the mean of the alone phases" \
+           "before and after it, per repetition: median (min–max).  Job 2's" \
+           "achieved writes+trims per second, per repetition."
+      echo
+      echo "| server | alone | with job 2 at $punch_rate+$punch_rate/s | kept | job 2 achieved | with job 2 unlimited | kept | job 2 achieved |"
+      echo "|---|--:|--:|--:|---|--:|--:|---|"
+      for s in "${servers[@]}"; do
+        has "$s" ${eligible[g]} || { echo "| ${label[$s]} | n/a | | | | | | |"; continue; }
+        [ -n "${med["g.kept|$s"]:-}" ] || { echo "| ${label[$s]} | — | | | | | | |"; continue; }
+        printf '| %s | %s |' "${label[$s]}" "$(commas "${med["g.alone|$s"]}")"
+        for v in with withmax; do
+          k=${v/with/kept}
+          printf ' %s | %.2f (%.2f–%.2f) |%s |' "$(commas "${med["g.$v|$s"]}")" \
+            "${med["g.$k|$s"]}" "${lo["g.$k|$s"]}" "${hi["g.$k|$s"]}" \
+            "${extra["g.$v|$s"]:-}"
+        done
+        echo
+      done
+      echo
+      echo "n/a: ${na_why[g]}."
+      continue
+    fi
+    echo "#### ${row_title[$row]} (${row_unit[$row]:-IOPS})"
+    echo
+    echo "| server | median | min | max | spread | punchcache ratio |"
+    echo "|---|--:|--:|--:|--:|--:|"
+    for s in "${servers[@]}"; do
+      if [ -z "${med["$row|$s"]:-}" ]; then
+        echo "| ${label[$s]} | $(cell "$row" "$s") | | | | |"; continue
+      fi
+      spread=$(awk -v m="${med["$row|$s"]}" -v a="${lo["$row|$s"]}" -v b="${hi["$row|$s"]}" \
+                 'BEGIN { printf "%.0f%%", (m > 0 ? 100 * (b - a) / m : 0) }')
+      r="—"; [ "$s" = punchcache ] || r=$(pc_ratio "$row" "$s")
+      echo "| ${label[$s]} | $(commas "${med["$row|$s"]}") | $(commas "${lo["$row|$s"]}")" \
+           "| $(commas "${hi["$row|$s"]}") | $spread | $r |"
+    done
+    if [ -n "${na_why[$w]:-}" ]; then echo; echo "n/a: ${na_why[$w]}."; fi
+    if [ "$row" = h ]; then
+      echo
+      printf 'Trims/s achieved per rep:'
+      for s in "${servers[@]}"; do [ -z "${extra["h|$s"]:-}" ] || printf ' %s%s;' "$s" "${extra["h|$s"]}"; done
+      echo
+    fi
+  done
+
+  echo
+  echo "### Setup notes"
+  echo
+  echo "- a, e.read, g, h run on warm exports: after the last write, one" \
+       "sequential 1M read pass per server (punchcache's block cache, the" \
+       "file peers' page cache; none for qemu-nbd: with cache=none it keeps" \
+       "no data, and its qcow2 metadata is cached since the fill)."
+  echo "- qemu-nbd runs with cache=none (O_DIRECT, as punchcache's pool" \
+       "I/O; libvirt's usual setting for VM disks): it has no data cache," \
+       "so in a, e.read, g and h it reads from the disk, and its discards" \
+       "(fallocate on the image) wait for its in-flight direct I/O; with" \
+       "the default cache=writeback it would use the page cache like" \
+       "nbdkit file.  punchcache's cache (2 × the export) holds the whole" \
+       "export, as a cache sized for the working set would."
+  if [[ $fs_type == *discard* ]]; then
+    echo "- The work directory's file system is mounted with discard: every" \
+         "punch that frees space (the trims of f, g and h) sends a" \
+         "synchronous discard to the device while it holds the file's inode" \
+         "lock, for every server that punches."
+  fi
+  echo "- b (cold): punchcache restarted on the same pool with cache=0" \
+       "(O_DIRECT reads of the pool), then restarted again with its cache" \
+       "for the later workloads; nbdkit file and the cache filter keep" \
+       "running, with their files' page cache dropped before each run" \
+       "(fsync + POSIX_FADV_DONTNEED on their own files only); qemu-nbd as it is."
+  echo "- c: a new export and a new server process per repetition and" \
+       "server; $c_units writes of 4K, one per 64 KiB unit, in a" \
+       "fixed shuffled order, until done or ${runtime} s; IOPS = writes / time."
+  echo "- d and e.write start settled: the file peers' files are written" \
+       "back and dropped from the page cache before every run, as for b," \
+       "so where an overwrite starts does not depend on which workloads" \
+       "ran before; on this kernel that is the faster state for nbdkit" \
+       "file (its 4K overwrites of pages left cached in large folios by" \
+       "the sequential fill ran at ~30k IOPS against ~80k)."
+  echo "- d, e.write overwrite the fully written export in place; f trims" \
+       "it in one random pass, the export is rewritten before every" \
+       "repetition of f and h."
+  echo "- g: one fio run per server and repetition, five phases of" \
+       "${g_phase} s (alone, limited, alone, unlimited, alone); job 1 = 4K" \
+       "random reads QD32 on the second half, job 2 = fio randtrimwrite 64K" \
+       "QD8 on the first half (fio 3.33's randtrimwrite ignores offset=," \
+       "hence this order), limited to $punch_rate trims/s + $punch_rate" \
+       "writes/s (the same punch load for every server: the figure for the" \
+       "lock) or unlimited (as fast as each server punches: on 2 cores job 2" \
+       "then mostly takes CPU from job 1, and a server that punches faster" \
+       "loses more)."
+  # delta W KEY: KEY's growth in punchcache's statistics over workload W.
+  delta () {
+    echo $(( $(pcstat "$dir/punchcache.stats.$1.1.json" "$2") -
+             $(pcstat "$dir/punchcache.stats.$1.0.json" "$2") ))
+  }
+  if [ -f "$dir/punchcache.stats.a.1.json" ]; then
+    hits=$(delta a cache.hits); miss=$(delta a cache.misses)
+    echo "- punchcache's block cache during a: $hits hits, $miss misses" \
+         "($(awk -v h="$hits" -v m="$miss" 'BEGIN {
+              if (h + m) printf "%.2f%%", 100 * h / (h + m); else print "n/a" }')" \
+         "hits): the cached reads were served from RAM."
+  fi
+  if [ -f "$dir/punchcache.stats.g.1.json" ]; then
+    echo "- punchcache during g: $(delta g invalidate_lock.exclusive_acquired)" \
+         "exclusive invalidate-lock acquisitions (punches)," \
+         "$(delta g invalidate_lock.exclusive_waits) of them waited;" \
+         "$(delta g invalidate_lock.shared_waits) shared acquisitions waited." \
+         "Job 2 writes each block right after trimming it (QD8), so these" \
+         "are job 2's writes queued behind its own trims; job 1's range is" \
+         "disjoint, and disjoint ranges never wait for each other" \
+         "(rangelock.c RL4, SPEC I8)."
+  fi
+  if [ -n "$final_stats" ]; then
+    echo "- punchcache at exit: cache hit rate over its last life" \
+         "$(awk -v r="$(pcstat "$final_stats" cache.hit_rate)" 'BEGIN { printf "%.1f%%", 100 * r }')," \
+         "$(pcstat "$final_stats" pool.commits) commits, direct_io=$(pcstat "$final_stats" pool.direct_io)."
+  fi
+  echo "- spread = (max − min) / median over the repetitions; above ~20% the" \
+       "machine was noisy for that cell, read the ratio with care."
+  echo
+  echo "### Raw values (per repetition, in run order)"
+  echo
+  for row in "${rows[@]}"; do
+    printf -- '- %s:' "$row"
+    for s in "${servers[@]}"; do
+      [ -z "${vals["$row|$s"]:-}" ] || printf ' %s%s;' "$s" "${vals["$row|$s"]}"
+    done
+    echo
+  done
+} >"$report"
+
+for s in "${servers[@]}"; do
+  if [ -s "$dir/$s.log" ] && grep -qiv '^$' "$dir/$s.log"; then
+    log "$s logged:"; sed 's/^/    /' "$dir/$s.log" | head -20 >&2
+  fi
+done
+
+cat "$report"
+[ -z "$out" ] || cp "$report" "$out"
+log "done in $(( elapsed / 60 )) min $(( elapsed % 60 )) s"
