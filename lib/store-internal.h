@@ -70,6 +70,7 @@ struct pc_pool {
   uint64_t prep[PC_PREP_MAX];
   unsigned nprep;
   uint64_t prep_runs, prep_blocks;  /* statistics */
+  unsigned prep_busy;              /* atomic: runs being taken and zeroed */
   struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
   const char *uring_why;        /* why batches use system calls, or NULL */

@@ -50,6 +50,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,7 +515,11 @@ prep_refill (struct pc_pool *pool, uint64_t *pb, bool *clean)
   unsigned n, i;
   int r;
 
-  if ((r = pc_alloc_get_run (pool->alloc, prep_run_max (pool), &first, &n)) < 0)
+  __atomic_add_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
+  r = pc_alloc_get_run (pool->alloc, prep_run_max (pool), &first, &n);
+  if (r < 0 || n == 1)
+    __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
+  if (r < 0)
     return r;
   if (n == 1) {
     *pb = first;
@@ -525,6 +530,7 @@ prep_refill (struct pc_pool *pool, uint64_t *pb, bool *clean)
                        pc_data_offset (pool, first));
   if (r < 0) {
     for (i = 0; i < n; i++) pc_alloc_put_now (pool->alloc, first + i);
+    __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
     return r;
   }
   pthread_mutex_lock (&pool->prep_mutex);
@@ -537,6 +543,7 @@ prep_refill (struct pc_pool *pool, uint64_t *pb, bool *clean)
   pthread_mutex_unlock (&pool->prep_mutex);
   for (; i >= 1; i--)
     pc_alloc_put_now (pool->alloc, first + i);
+  __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
   *pb = first;
   *clean = true;
   return 0;
@@ -576,9 +583,25 @@ get_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
   if (pc_alloc_get (pool->alloc, pb) == 0)
     return 0;
   pc_alloc_get_stats (pool->alloc, &st);
-  if (st.pending == 0 || pc_store_commit (pool) < 0)
-    return -ENOSPC;
-  return pc_alloc_get (pool->alloc, pb);
+  if (st.pending > 0 && pc_store_commit (pool) == 0 &&
+      pc_alloc_get (pool->alloc, pb) == 0)
+    return 0;
+  /* Nearly full: the last free blocks may be in another thread's run,
+   * being zeroed; they are not gone, so wait for them (a run is one
+   * fallocate long) rather than fail with a spurious ENOSPC.  busy is
+   * read before the pop: a run that ended before it has been pushed. */
+  for (;;) {
+    bool busy = __atomic_load_n (&pool->prep_busy, __ATOMIC_SEQ_CST) > 0;
+    if (prep_pop (pool, UINT64_MAX, pb)) {
+      *clean = true;
+      return 0;
+    }
+    if (pc_alloc_get (pool->alloc, pb) == 0)
+      return 0;
+    if (!busy && __atomic_load_n (&pool->prep_busy, __ATOMIC_SEQ_CST) == 0)
+      return -ENOSPC;
+    sched_yield ();
+  }
 }
 
 /* Allocation in three steps (allocation lock on lblock held throughout):
