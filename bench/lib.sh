@@ -4,7 +4,8 @@
 # What it gives a benchmark:
 #   messages      die, usage_error, log, warn
 #   options       take_opt (--opt VAL / --opt=VAL / flags), want_uint,
-#                 want_size (K/M/G/T suffixes, whole MiB), want_out_file,
+#                 want_bytes (K/M/G/T suffixes), want_size (the same, whole
+#                 MiB and a minimum), want_out_file,
 #                 find_build (the punchcache build tree: plugin and tool)
 #   checks        need_cmds, need_fio_nbd, need_ram, need_disk,
 #                 need_real_fs (O_DIRECT needs a disk file system, not tmpfs)
@@ -78,18 +79,24 @@ want_uint () {
     usage_error "$1: want a whole number >= 1 (at most $3 digits), got '$2'"
 }
 
-# want_size VAR OPTION VALUE MIN-BYTES: set VAR to VALUE in bytes.  K/M/G/T
-# are powers of 1024, as fio and nbdkit read them; the result must be a
-# whole number of MiB and at least MIN-BYTES.
-want_size () {
-  local var=$1 option=$2 value=$3 min=$4 shift_bits bytes
+# want_bytes VAR OPTION VALUE: set VAR to VALUE in bytes, with no other
+# constraint.  K/M/G/T are powers of 1024, as fio and nbdkit read them.
+want_bytes () {
+  local var=$1 option=$2 value=$3 shift_bits
   [[ $value =~ ^([0-9]{1,15})([KkMmGgTt]?)$ ]] ||
     usage_error "$option: want a number with an optional K, M, G or T suffix, got '$value'"
   case "${BASH_REMATCH[2]}" in
     "")   shift_bits=0 ;;  [Kk]) shift_bits=10 ;; [Mm]) shift_bits=20 ;;
     [Gg]) shift_bits=30 ;; [Tt]) shift_bits=40 ;;
   esac
-  bytes=$(( 10#${BASH_REMATCH[1]} << shift_bits ))
+  printf -v "$var" '%s' $(( 10#${BASH_REMATCH[1]} << shift_bits ))
+}
+
+# want_size VAR OPTION VALUE MIN-BYTES: want_bytes, and the result must be
+# a whole number of MiB and at least MIN-BYTES.
+want_size () {
+  local var=$1 option=$2 value=$3 min=$4 bytes
+  want_bytes bytes "$option" "$value"
   (( bytes >= min )) ||
     usage_error "$option: at least $(( min / MIB ))M, got '$value'"
   (( bytes % MIB == 0 )) ||
@@ -284,14 +291,15 @@ peak_rss () {
   human $(( ${hwm_kb[$1]:-0} * 1024 ))
 }
 
-# stop_server NAME: record its peak RSS, SIGTERM, wait (at most 30 s);
-# returns its exit status.  A server that must be killed is a failure.
+# stop_server NAME [SECONDS]: record its peak RSS, SIGTERM, wait (at most
+# SECONDS, default 30); returns its exit status.  A server that must be
+# killed is a failure.
 stop_server () {
-  local name=$1 p=${pid[$1]} rc=0
+  local name=$1 p=${pid[$1]} secs=${2:-30} rc=0
   note_rss "$name"
   kill -TERM "$p" 2>/dev/null || :
-  for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && die "$name did not exit within 30 s of SIGTERM"
+  for _ in $(seq $(( secs * 10 ))); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && die "$name did not exit within $secs s of SIGTERM"
   wait "$p" || rc=$?
   unset "pid[$name]"
   return "$rc"

@@ -3,13 +3,7 @@
 # full, in 5% slices (SPEC §7 spirit: no cliff as the pool fills), and the
 # ENOSPC / trim behaviour at 100% (SPEC §3).  --help for the description.
 set -euo pipefail
-
-# Debian's python3 (python3-libnbd lives there) must win over a pyenv shim.
-export PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH"
-export LC_ALL=C
-
-prog=${0##*/}
-repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
 
 usage () {
   cat <<EOF
@@ -123,46 +117,26 @@ EXIT STATUS
 EOF
 }
 
-die ()   { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
-usage_error () {
-  printf '%s: %s\nTry "%s --help".\n' "$prog" "$*" "$prog" >&2; exit 2
-}
-log ()   { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# bytes_of OPTION VALUE: K/M/G/T are powers of 1024.
-bytes_of () {
-  [[ $2 =~ ^([0-9]{1,15})([KkMmGgTt]?)$ ]] ||
-    usage_error "$1: want a number with an optional K, M, G or T suffix, got '$2'"
-  local -A sh=([K]=10 [M]=20 [G]=30 [T]=40)
-  local u=${BASH_REMATCH[2]^}
-  echo $(( 10#${BASH_REMATCH[1]} << ${sh[$u]:-0} ))
-}
-
 # ---------------------------------------------------------------- options
 
-cmdline=$(printf '%q ' "$0" "$@"); cmdline=${cmdline% }
+cmdline=$(quote_cmdline "$0" "$@")
 
 size_arg=4G bs_list=64K,4K reps=3 jobs=2 iodepth=16 timeout_s=900 build="" out=""
 while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --*=*) opt=${1%%=*} val=${1#*=}; shift ;;
-    --size|--bs|--reps|--jobs|--iodepth|--timeout|--build|--out)
-      [ $# -ge 2 ] || usage_error "option $1 needs a value"
-      opt=$1 val=$2; shift 2 ;;
-    *) usage_error "unknown argument: $1" ;;
-  esac
+  take_opt "--size --bs --reps --jobs --iodepth --timeout --build --out" \
+           "-h --help" "$@"
+  shift "$nshift"
   case "$opt" in
+    -h|--help) usage; exit 0 ;;
     --size) size_arg=$val ;;  --bs) bs_list=$val ;;  --reps) reps=$val ;;
     --jobs) jobs=$val ;;
     --iodepth) iodepth=$val ;;  --timeout) timeout_s=$val ;;
     --build) build=$val ;;  --out) out=$val ;;
-    *) usage_error "unknown option: $opt" ;;
   esac
 done
 
 mib=$(( 1 << 20 ))
-size=$(bytes_of --size "$size_arg")
+want_bytes size --size "$size_arg"
 (( size >= 256 * mib && size % mib == 0 )) ||
   usage_error "--size: want a whole number of MiB, at least 256M, got '$size_arg'"
 [[ $reps =~ ^[1-9][0-9]?$ ]] && (( reps <= 20 )) ||
@@ -177,60 +151,32 @@ bss=()
 IFS=, read -r -a bs_args <<<"$bs_list"
 (( ${#bs_args[@]} > 0 )) || usage_error "--bs: empty list"
 for b in "${bs_args[@]}"; do
-  v=$(bytes_of --bs "$b")
+  want_bytes v --bs "$b"
   (( v >= 4096 && v <= mib && (v & (v - 1)) == 0 )) ||
     usage_error "--bs: want powers of two from 4K to 1M, got '$b'"
   (( size % (jobs * v) == 0 )) ||
     usage_error "--bs $b: SIZE must split into $jobs regions of whole blocks"
   bss+=("$v")
 done
-if [ -n "$out" ]; then
-  [ -d "$(dirname -- "$out")" ] && [ -w "$(dirname -- "$out")" ] ||
-    usage_error "--out: directory of '$out' does not exist or is not writable"
-fi
+[ -z "$out" ] || want_out_file "$out"
 
-build=$(cd "${build:-${BUILD:-$repo}}" 2>/dev/null && pwd) ||
-  die "build directory '${build:-${BUILD:-$repo}}' does not exist"
-plugin=$build/plugins/punchcache/.libs/nbdkit-punchcache-plugin.so
-tool=$build/tools/punchcache
-[ -f "$plugin" ] && [ -x "$tool" ] ||
-  die "no punchcache build in '$build': run scripts/bootstrap.sh first, or
-  point --build (or \$BUILD) at the build directory"
+# Default: $BUILD, else the source tree (not lib.sh's ../build guess).
+find_build "${build:-${BUILD:-$repo}}"
 
-for cmd in nbdkit fio python3 jq timeout awk sort; do
-  command -v "$cmd" >/dev/null || die "'$cmd' not found in PATH"
-done
-fio --enghelp=nbd 2>/dev/null | grep -q uri ||
-  die "this fio ($(fio --version)) has no ioengine=nbd"
+need_cmds nbdkit fio python3 jq timeout awk sort
+need_fio_nbd
 python3 -c 'import nbd' 2>/dev/null ||
   die "python3 has no nbd module (Debian package python3-libnbd)"
 
 # ------------------------------------------------------------ scratch
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/scale-fill.XXXXXX")
-srv=""                                       # pid of the running nbdkit
-cleanup () {
-  if [ -n "$srv" ] && kill -0 "$srv" 2>/dev/null; then
-    kill -TERM "$srv"; sleep 1; kill -KILL "$srv" 2>/dev/null || :
-  fi
-  wait 2>/dev/null || :
-  rm -rf -- "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fstype=$(df -PT "$dir" | awk 'NR == 2 { print $2 }')
-[ "$fstype" != tmpfs ] ||
-  die "$dir is on tmpfs; set TMPDIR to a directory on a real file system"
+make_workdir scale-fill                      # pid[srv]: the running nbdkit
+need_real_fs "$dir"
+fstype=$(df -PT "$dir" | awk 'NR == 2 { print $2 }')        # for the report
 smallest=${bss[0]}
 for v in "${bss[@]}"; do (( v < smallest )) && smallest=$v; done
-need=$(( size + size / 10 + size / smallest * 120 + 64 * mib ))
-avail=$(( $(df -Pk "$dir" | awk 'NR == 2 { print $4 }') * 1024 ))
-(( avail >= need )) ||
-  die "--size $size_arg needs about $(( need / mib ))M of disk in $(dirname "$dir")
-  (the pool is really written, plus fio's logs), which has $(( avail / mib ))M
-  free; use a smaller --size or point TMPDIR elsewhere"
+need_disk "$dir" $(( size + size / 10 + size / smallest * 120 + 64 * mib )) \
+  "--size $size_arg (the pool is really written, plus fio's logs)"
 
 # ------------------------------------------------------------ one run
 
@@ -419,14 +365,14 @@ run_bs () {
   nbdkit -f --exit-with-parent --log=stderr --threads 16 \
     -U "$dir/srv.sock" -P "$dir/srv.pid" "$plugin" pool="$pool" \
     stats="$dir/stats.$kb.json" </dev/null >"$dir/srv.$kb.log" 2>&1 &
-  srv=$!
+  pid[srv]=$!
   for _ in $(seq 300); do [ -s "$dir/srv.pid" ] && break; sleep 0.1; done
   [ -s "$dir/srv.pid" ] || die "nbdkit did not start: $(cat "$dir/srv.$kb.log")"
 
   log "bs $kb, rep $r/$reps: fio randwrite to 95% of $size_arg ($n_total" \
       "writes, $jobs jobs x iodepth $iodepth)"
   rm -f "$dir"/lat_*
-  sample_cpu "$srv" >"$dir/cpu.log" &
+  sample_cpu "${pid[srv]}" >"$dir/cpu.log" &
   sampler=$!
   timeout -k 5 "$timeout_s" fio --name=fill --ioengine=nbd \
     --uri="nbd+unix:///bench?socket=$dir/srv.sock" --rw=randwrite \
@@ -457,12 +403,9 @@ run_bs () {
   timeout -k 5 "$timeout_s" python3 "$dir/full.py" "$dir/srv.sock" "$bs" \
     $(( n_total * bs )) >"$dir/full.$kb.json" 2>"$dir/full.$kb.err" ||
     die "the 100% step (bs $kb) failed: $(cat "$dir/full.$kb.err")"
-  kill -0 "$srv" 2>/dev/null || die "nbdkit died during the 100% step (bs $kb)"
-  kill -TERM "$srv"
-  for _ in $(seq 600); do kill -0 "$srv" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$srv" 2>/dev/null && die "nbdkit did not exit on SIGTERM (bs $kb)"
-  wait "$srv" || die "nbdkit exited with status $? (bs $kb): $(cat "$dir/srv.$kb.log")"
-  srv=""
+  kill -0 "${pid[srv]}" 2>/dev/null || die "nbdkit died during the 100% step (bs $kb)"
+  stop_server srv 60 ||
+    die "nbdkit exited with status $? (bs $kb): $(cat "$dir/srv.$kb.log")"
 
   "$tool" check "$pool" >"$dir/check.$kb" 2>&1 ||
     die "punchcache check (bs $kb) found damage: $(cat "$dir/check.$kb")"

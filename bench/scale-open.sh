@@ -3,13 +3,7 @@
 # allocated (SPEC §7: open < 1 s at 1 TiB; metadata RAM <= 0.1% of data).
 # Run with --help for the full description.
 set -euo pipefail
-
-# Debian's python3 (python3-libnbd lives there) must win over a pyenv shim.
-export PATH="/usr/bin:/bin:/usr/sbin:/sbin:$PATH"
-export LC_ALL=C
-
-prog=${0##*/}
-repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
 
 usage () {
   cat <<EOF
@@ -134,26 +128,9 @@ EXIT STATUS
 EOF
 }
 
-die ()   { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
-usage_error () {
-  printf '%s: %s\nTry "%s --help".\n' "$prog" "$*" "$prog" >&2; exit 2
-}
-log ()   { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# to_bytes OPTION VALUE: K/M/G/T suffixes are powers of 1024.
-to_bytes () {
-  [[ $2 =~ ^([0-9]{1,15})([KkMmGgTt]?)$ ]] ||
-    usage_error "$1: want a number with an optional K, M, G or T suffix, got '$2'"
-  local s=0
-  case "${BASH_REMATCH[2]}" in
-    [Kk]) s=10 ;; [Mm]) s=20 ;; [Gg]) s=30 ;; [Tt]) s=40 ;;
-  esac
-  echo $(( 10#${BASH_REMATCH[1]} << s ))
-}
-
 # ---------------------------------------------------------------- options
 
-cmdline=$(printf '%q ' "$0" "$@"); cmdline=${cmdline% }
+cmdline=$(quote_cmdline "$0" "$@")
 
 size_arg=1T
 bs_arg=64K
@@ -165,19 +142,12 @@ build=""
 out=""
 
 while [ $# -gt 0 ]; do
-  opt=$1
+  take_opt "--size --block-size --reps --conns --alloc-timeout --build --out" \
+           "-h --help --profile" "$@"
+  shift "$nshift"
   case "$opt" in
-    -h|--help) usage; exit 0 ;;
-    --profile) profile=yes; shift; continue ;;
-    --size=*|--block-size=*|--reps=*|--conns=*|--alloc-timeout=*|--build=*|--out=*)
-      val=${opt#*=}; opt=${opt%%=*} ;;
-    --size|--block-size|--reps|--conns|--alloc-timeout|--build|--out)
-      [ $# -ge 2 ] || usage_error "option $opt needs a value"
-      val=$2; shift ;;
-    *) usage_error "unknown argument: $opt" ;;
-  esac
-  shift
-  case "$opt" in
+    -h|--help)       usage; exit 0 ;;
+    --profile)       profile=yes ;;
     --size)          size_arg=$val ;;
     --block-size)    bs_arg=$val ;;
     --reps)          reps=$val ;;
@@ -196,34 +166,22 @@ done
   usage_error "--alloc-timeout: want a whole number of seconds >= 1, got '$alloc_timeout'"
 
 mib=$(( 1 << 20 )); gib=$(( 1 << 30 ))
-size=$(to_bytes --size "$size_arg")
-bs=$(to_bytes --block-size "$bs_arg")
+want_bytes size --size "$size_arg"
+want_bytes bs --block-size "$bs_arg"
 (( bs >= 4096 && bs <= mib && (bs & (bs - 1)) == 0 )) ||
   usage_error "--block-size: want a power of two from 4K to 1M, got '$bs_arg'"
 (( size >= 64 * mib )) || usage_error "--size: at least 64M, got '$size_arg'"
 (( size % bs == 0 )) ||
   usage_error "--size: must be a multiple of the block size ($bs), got '$size_arg'"
 
-if [ -n "$out" ]; then
-  out_dir=$(dirname -- "$out")
-  { [ -d "$out_dir" ] && [ -w "$out_dir" ]; } ||
-    usage_error "--out: directory '$out_dir' does not exist or is not writable"
-fi
+[ -z "$out" ] || want_out_file "$out"
 
-build=${build:-${BUILD:-$repo}}
-[ -d "$build" ] || die "build directory '$build' does not exist"
-build=$(cd "$build" && pwd)
-plugin=$build/plugins/punchcache/.libs/nbdkit-punchcache-plugin.so
-tool=$build/tools/punchcache
-{ [ -f "$plugin" ] && [ -x "$tool" ]; } ||
-  die "no punchcache build in '$build': run scripts/bootstrap.sh first, or
-  point --build (or \$BUILD) at the build directory"
+# Default: $BUILD, else the source tree (not lib.sh's ../build guess).
+find_build "${build:-${BUILD:-$repo}}"
 
 # ------------------------------------------------------------ prerequisites
 
-for cmd in nbdkit python3 jq timeout dd awk; do
-  command -v "$cmd" >/dev/null || die "'$cmd' not found in PATH"
-done
+need_cmds nbdkit python3 jq timeout dd awk
 python3 -c 'import nbd' 2>/dev/null ||
   die "python3 has no nbd module (Debian package python3-libnbd)"
 [ $profile = no ] || command -v perf >/dev/null || die "--profile needs perf"
@@ -246,32 +204,9 @@ rmap_pages=$(( (nblocks + 510) / 511 ))
 expect_ram=$(( leaves * 32768 + mids * 32768 + (rmap_pages + 1) * page
                + (cap_blocks + 7) / 8 ))
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/scale-open.XXXXXX")
-declare -A pid=()
-
-stop_server () {                # NAME: SIGTERM, wait up to 60 s, SIGKILL
-  local p=${pid[$1]:-}
-  [ -n "$p" ] || return 0
-  if kill -0 "$p" 2>/dev/null; then
-    kill -TERM "$p" 2>/dev/null || :
-    for _ in $(seq 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || :
-  fi
-  wait "$p" 2>/dev/null || :
-  unset "pid[$1]"
-}
-cleanup () {
-  local name
-  for name in "${!pid[@]}"; do stop_server "$name"; done
-  rm -rf -- "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fstype=$(df -PT "$dir" | awk 'NR == 2 { print $2 }')
-[ "$fstype" != tmpfs ] ||
-  die "$dir is on tmpfs; set TMPDIR to a directory on a real file system"
+make_workdir scale-open
+need_real_fs "$dir"
+fstype=$(df -PT "$dir" | awk 'NR == 2 { print $2 }')        # for the report
 avail=$(( $(df -Pk "$dir" | awk 'NR == 2 { print $4 }') * 1024 ))
 if (( avail < meta_disk + 256 * mib )); then
   fit=$(( (avail - 256 * mib) * 8192 / (bs / 8) / gib ))
@@ -280,11 +215,7 @@ if (( avail < meta_disk + 256 * mib )); then
   $(( avail / mib ))M free; the largest size that fits is about ${fit}G
   (use --size, or point TMPDIR elsewhere)"
 fi
-avail_ram=$(( $(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) * 1024 ))
-need_ram=$(( 2 * expect_ram + 256 * mib ))
-(( avail_ram >= need_ram )) ||
-  die "--size $size_arg needs about $(( need_ram / mib ))M of free RAM for the
-  server's metadata, only $(( avail_ram / mib ))M available; use a smaller --size"
+need_ram $(( 2 * expect_ram + 256 * mib )) "--size $size_arg"
 
 # ------------------------------------------------------------ helpers
 
@@ -441,8 +372,8 @@ open_nbdkit () {                                 # MODE [stats]
   add "nbdkit.$1" "$(ms $(( ready_us - start_us )))"
   add "nbdkitcpu.$1" "$(awk -v t="$tck" '{ print ($14 + $15) * 1000 / t }' \
                          "/proc/${pid[open]}/stat")"
-  rss_kb=$(status_kb "${pid[open]}" VmRSS); hwm_kb=$(status_kb "${pid[open]}" VmHWM)
-  add "rss.$1" "$rss_kb"; add "hwm.$1" "$hwm_kb"
+  rss_kb=$(status_kb "${pid[open]}" VmRSS)
+  add "rss.$1" "$rss_kb"; add "hwm.$1" "$(status_kb "${pid[open]}" VmHWM)"
   [ "${2:-}" = stats ] && stats_wait "$dir/open.stats.json"
   stop_timed open
   add "stop.$1" "$(ms "$stop_us")"
@@ -484,7 +415,7 @@ for (( r = 1; r <= reps; r++ )); do
   start empty "$plugin" pool="$dir/empty" cache=0
   add empty.warm "$(ms $(( ready_us - start_us )))"
   add rss.empty "$(status_kb "${pid[empty]}" VmRSS)"
-  stop_server empty
+  stop_server empty 60 || :
 done
 
 if [ $profile = yes ]; then
@@ -512,12 +443,7 @@ fi
 # ------------------------------------------------------------ report
 
 # summary KEY -> "median min max"
-summary () {
-  tr ' ' '\n' <<<"${t[$1]}" | awk 'NF' | sort -n | awk '
-    { v[NR] = $1 }
-    END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-          printf "%.0f %d %d\n", m, v[1], v[NR] }'
-}
+summary () { summarize "${t[$1]}"; }
 row () {                                         # LABEL KEY
   local m lo hi
   read -r m lo hi < <(summary "$2")
@@ -544,7 +470,6 @@ extra () {                      # MS at SIZE -> MS at 1 TiB
 scale=$(awk -v s="$size" 'BEGIN { printf "%.6g", 1099511627776 / s }')
 pct () { awk -v b="$1" -v s="$size" 'BEGIN { printf "%.4f%%", 100 * b / s }'; }
 per_gib () { awk -v b="$1" -v s="$size" -v g=$gib 'BEGIN { printf "%.1f KiB", b / (s / g) / 1024 }'; }
-mibs () { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -567,8 +492,8 @@ report=$dir/report.md
   echo "Pool: block size $bs, capacity $capacity bytes ($cap_blocks blocks)," \
        "one volume of $size bytes with every one of its $nblocks blocks allocated;" \
        "$meta_pages metadata pages + $jp journal pages" \
-       "(expected from docs/design.md: $(mibs "$meta_disk") of metadata on disk;" \
-       "the sparse pool file occupies $(mibs "$disk_used")). Data I/O O_DIRECT: $direct."
+       "(expected from docs/design.md: $(human "$meta_disk") of metadata on disk;" \
+       "the sparse pool file occupies $(human "$disk_used")). Data I/O O_DIRECT: $direct."
   echo
   echo "**Allocation** (WRITE_ZEROES + NO_HOLE, $conns connections, $(( req / mib ))M" \
        "requests, then FLUSH; default cache):"
@@ -578,7 +503,7 @@ report=$dir/report.md
   echo "| $alloc_gib GiB | ${alloc_s} s" \
        "| $(awk -v s="$size" -v t="$alloc_s" -v g=$gib 'BEGIN { printf "%.2f GiB/s", s / g / t }')" \
        "| $(awk -v n="$nblocks" -v t="$alloc_s" 'BEGIN { printf "%.0f", n / t }')" \
-       "| $commits | $(ms "$alloc_stop_us") ms | $(mibs $(( alloc_hwm * 1024 ))) |"
+       "| $commits | $(ms "$alloc_stop_us") ms | $(human $(( alloc_hwm * 1024 ))) |"
   echo
   echo "**Open time**, ms, $reps rep(s) (cold: the pool file evicted from the" \
        "page cache first):"
@@ -638,7 +563,7 @@ report=$dir/report.md
   echo "- metadata RAM ≤ 0.1% of allocated data (block size $bs):" \
        "pool.metadata_ram $(pct "$meta_ram") ($(within "$meta_ram"))," \
        "VmRSS of the allocation $(pct "$rss_alloc") ($(within "$rss_alloc"));" \
-       "the whole process (fixed start-up $(mibs $(( base_rss * 1024 ))) included)" \
+       "the whole process (fixed start-up $(human $(( base_rss * 1024 ))) included)" \
        "$(pct $(( rss_warm * 1024 )))$( (( size == 1 << 40 )) ||
          echo ", ≈ $(awk -v a="$rss_alloc" -v b=$(( base_rss * 1024 )) -v s="$size" \
            'BEGIN { printf "%.4f%%", 100 * (b + a * 1099511627776 / s) / 1099511627776 }') at 1 TiB")."
