@@ -540,9 +540,9 @@ pc_cache_destroy (struct pc_cache *c)
 
 /* ---- lookups and fills ---- */
 
-bool
-pc_cache_get (struct pc_cache *c, uint64_t key, void *dst,
-              uint32_t off, uint32_t len)
+static bool
+get_page (struct pc_cache *c, uint64_t key, void *dst, uint32_t off,
+          uint32_t len, bool count_miss)
 {
   uint64_t h;
   struct shard *s;
@@ -559,10 +559,24 @@ pc_cache_get (struct pc_cache *c, uint64_t key, void *dst,
     hit (c, s, idx);
     memcpy (dst, page_buf (c, idx) + off, len);
   }
-  else
+  else if (count_miss)
     s->misses++;
   pthread_mutex_unlock (&s->mutex);
   return found;
+}
+
+bool
+pc_cache_get (struct pc_cache *c, uint64_t key, void *dst,
+              uint32_t off, uint32_t len)
+{
+  return get_page (c, key, dst, off, len, true);
+}
+
+bool
+pc_cache_probe (struct pc_cache *c, uint64_t key, void *dst,
+                uint32_t off, uint32_t len)
+{
+  return get_page (c, key, dst, off, len, false);
 }
 
 int

@@ -326,6 +326,25 @@ release_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
   shard_unlock (sh);
 }
 
+/* Non-blocking acquire (pc_rangelock_trylock_shared): grant s only if that
+ * needs no wait; otherwise leave the shard as it was.  An entry that is
+ * appended and removed again at once, never granted, was the list's tail:
+ * nobody is behind it, so its removal changes no other entry's RL2 answer
+ * and nobody needs waking. */
+static bool
+try_acquire_segment (struct pc_rangelock *l, struct pc_rl_segment *s)
+{
+  struct shard *sh = &l->shards[s->shard];
+
+  shard_lock (sh);
+  list_append (sh, s);
+  s->granted = (!s->exclusive && sh->nexclusive == 0) || grantable (s);
+  if (!s->granted)
+    list_remove (sh, s);
+  shard_unlock (sh);
+  return s->granted;
+}
+
 /* ---- lock / unlock ---- */
 
 /* Split [first, first+count) into per-domain segments in tok. */
@@ -406,6 +425,33 @@ pc_rangelock_lock_exclusive (struct pc_rangelock *l,
                              uint64_t first, uint64_t count)
 {
   return lock_range (l, tok, first, count, true);
+}
+
+int
+pc_rangelock_trylock_shared (struct pc_rangelock *l,
+                             struct pc_range_token *tok,
+                             uint64_t first, uint64_t count)
+{
+  unsigned i;
+  int r;
+
+  *tok = (struct pc_range_token) {
+    .lock = l, .first = first, .count = count, .exclusive = false,
+  };
+  if (count == 0 || first + count < first)
+    return -EINVAL;
+  if ((r = split (tok, first, count, false)) < 0) {
+    tok->segs = NULL;
+    return r;
+  }
+  for (i = 0; i < tok->nsegs; i++)           /* RL3: ascending order */
+    if (!try_acquire_segment (l, &tok->segs[i])) {
+      tok->nsegs = i;                        /* give back what we got */
+      pc_rangelock_unlock (tok);
+      return -EAGAIN;
+    }
+  count_acquisition (l, false, 0);
+  return 0;
 }
 
 void

@@ -1298,6 +1298,12 @@ pc_volume_block_size (const struct pc_volume *vol)
   return vol->pool->block_size;
 }
 
+struct pc_pool *
+pc_volume_pool (const struct pc_volume *vol)
+{
+  return vol->pool;
+}
+
 int
 pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info)
 {

@@ -83,6 +83,11 @@ void pc_cache_destroy (struct pc_cache *c);
 bool pc_cache_get (struct pc_cache *c, uint64_t key, void *dst,
                    uint32_t off, uint32_t len);
 
+/* pc_cache_get for a fast path that will retry a miss through the fill
+ * path: a miss is not counted (the retry counts it). */
+bool pc_cache_probe (struct pc_cache *c, uint64_t key, void *dst,
+                     uint32_t off, uint32_t len);
+
 /* Reserve key for a fill.  Returns 0 with *t filled (read the page into
  * t->buf, then call pc_cache_fill_end); 1 if the page became valid in the
  * meantime and was copied into dst (if dst != NULL) like pc_cache_get;

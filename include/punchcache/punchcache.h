@@ -143,6 +143,7 @@ int pc_volume_open (struct pc_pool *pool, const char *name,
 void pc_volume_close (struct pc_volume *vol);
 uint64_t pc_volume_size (const struct pc_volume *vol);
 uint32_t pc_volume_block_size (const struct pc_volume *vol);
+struct pc_pool *pc_volume_pool (const struct pc_volume *vol);
 int pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info);
 
 /* ---- I/O (offsets and counts in bytes, any alignment) ---- */
@@ -151,6 +152,12 @@ int pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info);
 
 /* -EINVAL for out-of-range requests (with a message). */
 int pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset);
+/* pc_read if it can complete without waiting: every wanted byte is a hole
+ * or in the block cache, and the invalidate lock is free to take shared at
+ * once.  -EAGAIN otherwise (nothing done: call pc_read).  Never sleeps on a
+ * lock held across I/O and never does pool I/O (SPEC I13). */
+int pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
+                    uint64_t offset);
 int pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
               uint64_t offset, unsigned flags);
 /* Punch: reads return zeros afterwards; whole blocks are freed, partial

@@ -62,6 +62,14 @@ int pc_rangelock_lock_shared (struct pc_rangelock *lock,
 int pc_rangelock_lock_exclusive (struct pc_rangelock *lock,
                                  struct pc_range_token *tok,
                                  uint64_t first, uint64_t count);
+/* Like pc_rangelock_lock_shared, but never waits: -EAGAIN (nothing held,
+ * the token empty) if any block is held exclusive or an earlier request
+ * waits for it (RL2: a try never jumps the queue).  For callers that must
+ * not block, such as an event loop's fast path (SPEC I13): they park the
+ * request and take the blocking path elsewhere. */
+int pc_rangelock_trylock_shared (struct pc_rangelock *lock,
+                                 struct pc_range_token *tok,
+                                 uint64_t first, uint64_t count);
 void pc_rangelock_unlock (struct pc_range_token *tok);
 
 void pc_rangelock_get_stats (struct pc_rangelock *lock,

@@ -27,6 +27,7 @@
 #include "punchcache/cache.h"
 #include "punchcache/io.h"
 #include "punchcache/punchcache.h"
+#include "punchcache/request.h"
 
 /* Debug switches, set with nbdkit -D punchcache.NAME=VALUE.  Never for
  * production: they exist so the race tests can show they catch the bugs. */
@@ -70,6 +71,10 @@ static struct { char *name; int64_t size; } volume_params[MAX_VOLUME_PARAMS];
 static unsigned nvolume_params;
 
 static struct pc_pool *pool;
+/* The asynchronous core, used as a blocking call (pc_core_run): nbdkit's
+ * threads may wait, so a request that must wait runs on the calling
+ * thread and the core needs no workers of its own. */
+static struct pc_core *core;
 
 static int
 fail (int r)
@@ -268,12 +273,17 @@ static int
 punchcache_after_fork (void)
 {
   int r = pc_pool_start (pool);
+
+  if (r == 0)
+    r = pc_core_create (pool, 0, &core);
   return r < 0 ? fail (r) : 0;
 }
 
 static void
 punchcache_cleanup (void)
 {
+  pc_core_destroy (core);
+  core = NULL;
   if (pool && pc_pool_close (pool) < 0)
     nbdkit_error ("closing pool: %s", pc_last_error ());
   pool = NULL;
@@ -376,12 +386,20 @@ static int punchcache_can_fua (void *h) { return NBDKIT_FUA_NATIVE; }
  * cache=0, still native: there is nothing a generic emulation would add). */
 static int punchcache_can_cache (void *h) { return NBDKIT_CACHE_NATIVE; }
 
+/* Every data callback: one request through the core, run on this thread
+ * (pc_core_run); the error sentence comes back in the request. */
 static int
-punchcache_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
-                  uint32_t flags)
+failed (const struct pc_req *req)
 {
-  int r = pc_read (handle, buf, count, offset);
-  return r < 0 ? fail (r) : 0;
+  nbdkit_error ("%s", req->error);
+  nbdkit_set_error (-req->result);
+  return -1;
+}
+
+static int
+run (struct pc_req *req)
+{
+  return pc_core_run (core, req) == 0 ? 0 : failed (req);
 }
 
 static unsigned
@@ -391,25 +409,37 @@ fua_flag (uint32_t flags)
 }
 
 static int
+punchcache_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+                  uint32_t flags)
+{
+  struct pc_req req = { .op = PC_OP_READ, .vol = handle, .buf = buf,
+                        .count = count, .offset = offset };
+  return run (&req);
+}
+
+static int
 punchcache_pwrite (void *handle, const void *buf, uint32_t count,
                    uint64_t offset, uint32_t flags)
 {
-  int r = pc_write (handle, buf, count, offset, fua_flag (flags));
-  return r < 0 ? fail (r) : 0;
+  struct pc_req req = { .op = PC_OP_WRITE, .vol = handle, .buf = (void *) buf,
+                        .count = count, .offset = offset,
+                        .flags = fua_flag (flags) };
+  return run (&req);
 }
 
 static int
 punchcache_flush (void *handle, uint32_t flags)
 {
-  int r = pc_pool_flush (pool);
-  return r < 0 ? fail (r) : 0;
+  struct pc_req req = { .op = PC_OP_FLUSH, .vol = handle };
+  return run (&req);
 }
 
 static int
 punchcache_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = pc_trim (handle, count, offset, fua_flag (flags));
-  return r < 0 ? fail (r) : 0;
+  struct pc_req req = { .op = PC_OP_TRIM, .vol = handle, .count = count,
+                        .offset = offset, .flags = fua_flag (flags) };
+  return run (&req);
 }
 
 /* Without MAY_TRIM the client asked for NO_HOLE.  FAST_ZERO needs nothing:
@@ -417,48 +447,56 @@ punchcache_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 punchcache_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  unsigned f = fua_flag (flags) | ((flags & NBDKIT_FLAG_MAY_TRIM) ? 0 : PC_NO_HOLE);
-  int r = pc_zero (handle, count, offset, f);
-  return r < 0 ? fail (r) : 0;
+  struct pc_req req = { .op = PC_OP_ZERO, .vol = handle, .count = count,
+                        .offset = offset,
+                        .flags = fua_flag (flags) |
+                          ((flags & NBDKIT_FLAG_MAY_TRIM) ? 0 : PC_NO_HOLE) };
+  return run (&req);
 }
 
 static int
 punchcache_cache (void *handle, uint32_t count, uint64_t offset,
                   uint32_t flags)
 {
-  int r = pc_prefetch (handle, count, offset);
-  return r < 0 ? fail (r) : 0;
+  struct pc_req req = { .op = PC_OP_CACHE, .vol = handle, .count = count,
+                        .offset = offset };
+  return run (&req);
 }
 
-struct extents_ctx {
+struct extents_req {
+  struct pc_req req;               /* first: the core hands it back */
   struct nbdkit_extents *extents;
-  bool req_one;
   bool failed;                     /* nbdkit_add_extent set the error */
 };
 
 static int
-add_extent (void *opaque, uint64_t offset, uint64_t length, bool is_hole)
+add_extent (struct pc_req *req, uint64_t offset, uint64_t length,
+            bool is_hole)
 {
-  struct extents_ctx *ctx = opaque;
+  struct extents_req *x = (struct extents_req *) req;
   uint32_t type = is_hole ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0;
 
-  if (nbdkit_add_extent (ctx->extents, offset, length, type) == -1) {
-    ctx->failed = true;
+  if (nbdkit_add_extent (x->extents, offset, length, type) == -1) {
+    x->failed = true;
     return -EIO;
   }
-  return ctx->req_one ? 1 : 0;     /* 1 stops the walk after one extent */
+  return (req->flags & PC_REQ_ONE) ? 1 : 0;  /* 1 stops after one extent */
 }
 
 static int
 punchcache_extents (void *handle, uint32_t count, uint64_t offset,
                     uint32_t flags, struct nbdkit_extents *extents)
 {
-  struct extents_ctx ctx = { extents, flags & NBDKIT_FLAG_REQ_ONE, false };
-  int r = pc_extents (handle, count, offset, add_extent, &ctx);
+  struct extents_req x = {
+    .req = { .op = PC_OP_EXTENTS, .vol = handle, .count = count,
+             .offset = offset, .extent = add_extent,
+             .flags = (flags & NBDKIT_FLAG_REQ_ONE) ? PC_REQ_ONE : 0 },
+    .extents = extents,
+  };
 
-  if (ctx.failed)
-    return -1;
-  return r < 0 ? fail (r) : 0;
+  if (pc_core_run (core, &x.req) == 0)
+    return 0;
+  return x.failed ? -1 : failed (&x.req);
 }
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
