@@ -95,6 +95,14 @@ int pcd_parse_client_flags (const uint8_t buf[4], uint32_t *flags);
 #define PCD_MAX_STRING 4096u
 /* Queries in one LIST/SET_META_CONTEXT. */
 #define PCD_MAX_META_QUERIES 64u
+/* Information requests in one INFO/GO. */
+#define PCD_MAX_INFO_REQUESTS 32u
+
+/* A client string (export name, meta context query): -E2BIG if longer
+ * than PCD_MAX_STRING, -EPROTO if it contains a NUL byte (the NBD spec
+ * forbids them; nbdkit refuses them too).  The INFO/GO and META_CONTEXT
+ * parsers apply it to every string; use it on the EXPORT_NAME payload. */
+int pcd_check_string (const char *str, uint32_t len);
 
 /* Option header: IHAVEOPT (8), option (4), length (4). */
 #define PCD_OPTION_HEADER_SIZE 16
@@ -115,25 +123,27 @@ size_t pcd_encode_option_reply (uint8_t *buf, uint32_t option,
 
 /* INFO/GO payload: name length (4), name, number of info requests (2),
  * requests (2 each).  name points into payload (NOT NUL-terminated);
- * infos[] receives up to max_infos requests (duplicates kept; unknown
- * values kept: the caller ignores them, as the protocol says).  -EPROTO
- * if the lengths do not add up exactly to len, -E2BIG if the name is
- * longer than PCD_MAX_STRING or there are more than max_infos requests. */
+ * infos[] receives up to PCD_MAX_INFO_REQUESTS requests (duplicates kept;
+ * unknown values kept: the caller ignores them, as the protocol says).
+ * -EPROTO if the lengths do not add up exactly to len or the name holds a
+ * NUL, -E2BIG if the name is longer than PCD_MAX_STRING or there are more
+ * than PCD_MAX_INFO_REQUESTS requests. */
 struct pcd_info_go {
   const char *name;
   uint32_t namelen;
   uint16_t ninfos;
-  uint16_t infos[32];
+  uint16_t infos[PCD_MAX_INFO_REQUESTS];
 };
 int pcd_parse_info_go (const uint8_t *payload, uint32_t len,
                        struct pcd_info_go *out);
 
-/* EXPORT_NAME payload is the bare name: -E2BIG past PCD_MAX_STRING. */
+/* EXPORT_NAME payload is the bare name: check it with pcd_check_string. */
 
 /* LIST_META_CONTEXT / SET_META_CONTEXT payload: export name length (4),
  * name, number of queries (4), then per query: length (4), string.
- * Strings point into payload.  -EPROTO if lengths do not add up exactly,
- * -E2BIG past PCD_MAX_STRING or PCD_MAX_META_QUERIES. */
+ * Strings point into payload.  -EPROTO if lengths do not add up exactly
+ * or a string holds a NUL, -E2BIG past PCD_MAX_STRING or
+ * PCD_MAX_META_QUERIES. */
 struct pcd_meta_query {
   const char *name;
   uint32_t namelen;
@@ -209,7 +219,8 @@ size_t pcd_encode_export_name_reply (uint8_t *buf, uint64_t size,
 
 /* Largest READ/WRITE payload we serve (what we advertise as the maximum
  * block size, and nbdkit's limit).  A WRITE longer than this is refused
- * with EOVERFLOW/EINVAL and its payload skipped, never buffered. */
+ * with EINVAL (the NBD spec keeps EOVERFLOW for DF reads and payload-less
+ * commands) and its payload skipped, never buffered. */
 #define PCD_MAX_REQUEST_SIZE (32u * 1024 * 1024)
 
 #define PCD_REQUEST_SIZE 28
@@ -234,15 +245,20 @@ struct pcd_export_caps {
   bool meta_base_allocation;    /* base:allocation context selected */
 };
 /* Validate a parsed request: known type; only flags valid for that type
- * (FUA on WRITE/TRIM/WRITE_ZEROES; NO_HOLE and FAST_ZERO on WRITE_ZEROES;
+ * (FUA on every command -- the NBD spec says a server advertising
+ * SEND_FUA MUST accept it on all of them, ignoring it where nothing is
+ * written, as nbdkit does; NO_HOLE and FAST_ZERO on WRITE_ZEROES;
  * DF on READ, only with structured replies; REQ_ONE on BLOCK_STATUS);
  * offset + count inside the export and count >= 1 for READ, WRITE, TRIM,
- * WRITE_ZEROES, CACHE and BLOCK_STATUS (FLUSH and DISC ignore both, like
- * nbdkit); READ and WRITE count at most PCD_MAX_REQUEST_SIZE; no WRITE,
- * TRIM or WRITE_ZEROES on a read-only export; no BLOCK_STATUS unless
- * base:allocation was negotiated.
- * Returns 0 or an NBD error number (NBD_EINVAL, NBD_EPERM,
- * NBD_EOVERFLOW, NBD_ENOTSUP ...) for the reply. */
+ * WRITE_ZEROES, CACHE and BLOCK_STATUS (FLUSH and DISC ignore both; the
+ * spec says clients send zeros there, nbdkit refuses a FLUSH without);
+ * READ and WRITE count at most PCD_MAX_REQUEST_SIZE; no WRITE, TRIM or
+ * WRITE_ZEROES on a read-only export; no BLOCK_STATUS unless structured
+ * replies and base:allocation were negotiated.
+ * Returns 0 or the NBD error number for the reply of the first check that
+ * fails (in the order listed at the top of protocol.c): NBD_EPERM for a
+ * write on a read-only export, NBD_ENOSPC for a WRITE or WRITE_ZEROES
+ * past the end, NBD_EINVAL for everything else. */
 uint32_t pcd_check_request (const struct pcd_request *req,
                             const struct pcd_export_caps *caps);
 
@@ -269,7 +285,8 @@ size_t pcd_encode_extent (uint8_t *buf, uint32_t length, uint32_t flags);
 
 /* Host errno -> NBD error number (EROFS -> EPERM, EDQUOT/EFBIG/ENOSPC ->
  * ENOSPC, ESHUTDOWN, EOVERFLOW, ENOTSUP/EOPNOTSUPP, ENOMEM, EINVAL, EPERM;
- * anything else -> EIO). */
+ * anything else -> EIO).  err may be negative (a core -errno return);
+ * 0 -> 0. */
 uint32_t pcd_nbd_error (int err);
 
 /* Big-endian helpers. */
