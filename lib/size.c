@@ -1,9 +1,11 @@
 /* punchcache: size parsing ("64K", "10G") shared by every front-end.
  *
- * Accepts a decimal number followed by an optional binary suffix
- * (b, K/k, M/m, G/g, T/t, P/p, E/e, each optionally followed by "iB" or
- * "B"); powers of 1024 as nbdkit's own parser does.  Rejects negative
- * numbers, junk and overflow.
+ * Accepts a decimal number followed by an optional suffix: b/B (bytes),
+ * s/S (512-byte sectors), or K/k, M/m, G/g, T/t, P/p, E/e (powers of 1024),
+ * the last six optionally followed by "iB" or "B".  Every suffix nbdkit's
+ * own parser (nbdkit_parse_size) accepts is accepted, so the nbdkit plugin
+ * and punchcached read size= the same way; "KiB"/"KB" are extras.  Rejects
+ * negative numbers, junk and overflow.
  */
 #include <config.h>
 
@@ -22,6 +24,10 @@ suffix_shift (const char *s, unsigned *shift)
   const char *u;
 
   if (*s == '\0') { *shift = 0; return 0; }
+  if (*s == 's' || *s == 'S') {           /* 512-byte sectors */
+    *shift = 9;
+    return s[1] == '\0' ? 0 : -1;
+  }
   u = strchr (units, tolower ((unsigned char) *s));
   if (u == NULL) return -1;
   *shift = (unsigned) (u - units) * 10;
@@ -40,7 +46,7 @@ pc_parse_size (const char *str)
 
   if (str == NULL || !isdigit ((unsigned char) *str))
     return pc_error (EINVAL, "could not parse size '%s': expected a number "
-                     "with an optional suffix K, M, G, T, P or E",
+                     "with an optional suffix b, s (512 bytes), K, M, G, T, P or E",
                      str ? str : "");
   errno = 0;
   n = strtoull (str, &end, 10);

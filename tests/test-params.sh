@@ -5,7 +5,8 @@
 #
 # Teeth: with the start-up check of stats=PATH removed (lib/store.c writes
 # the statistics once in pc_pool_open), the stats=/nonexistent case started
-# and this test failed.
+# and this test failed.  With the sector suffix 's' removed from
+# lib/size.c, volume=sect:2048s did not start and this test failed.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 pool=$tmp/pool
@@ -48,10 +49,19 @@ expect_fail "volume" pool="$pool" size=64M volume=novolumesize
 expect_fail "stats=/nonexistent/stats.json cannot be written" \
     pool="$pool" size=64M stats=/nonexistent/stats.json
 rm -f "$pool"
+expect_fail "volume=bad/name:1M: invalid volume name" \
+    pool="$pool" size=64M volume=bad/name:1M
+expect_fail "punchcache.race_delay_us=-1: expected a whole number" \
+    pool="$pool" size=64M -D punchcache.race_delay_us=-1
+[ ! -e "$pool" ] || fail "a refused start left a pool behind"
 
 echo "== good parameters start"
 expect_ok pool="$pool" size=64M cache=0 direct=off io=sync stats="$tmp/s.json"
 [ -s "$tmp/s.json" ] || fail "no statistics file written"
 expect_ok pool="$pool" cache=8K direct=auto io=auto volume=extra:1G
 "$PUNCHCACHE" volume list "$pool" | grep -q extra || fail "volume=extra:1G not created"
+# nbdkit's size suffixes, sectors included, read by the core's parser.
+expect_ok pool="$pool" volume=sect:2048s
+"$PUNCHCACHE" volume list "$pool" | grep -qE "^ *sect +1048576 " ||
+    fail "volume=sect:2048s not created with 1048576 bytes"
 echo "params test: OK"

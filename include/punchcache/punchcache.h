@@ -33,7 +33,8 @@ int pc_error (int err, const char *fmt, ...)
 
 /* ---- sizes ---- */
 /* Parse "512", "64K", "1M", "10G", "1T", "2P", "1E" (also "KiB", "k", etc.,
- * powers of 1024).  Returns the size or -EINVAL/-ERANGE. */
+ * powers of 1024), "100b" (bytes), "8s" (512-byte sectors): every suffix
+ * nbdkit_parse_size accepts.  Returns the size or -EINVAL/-ERANGE. */
 int64_t pc_parse_size (const char *str);
 
 /* ---- pools ---- */

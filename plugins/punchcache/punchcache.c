@@ -5,27 +5,24 @@
  * pc_last_error() into nbdkit_error/nbdkit_set_error.  No storage logic
  * lives here.
  *
- * Life cycle: .config collects parameters, .get_ready creates/opens the
- * pool (before nbdkit forks, so errors reach the user's terminal),
+ * Life cycle: .config and .config_complete hand the key=value parameters
+ * to the core's parser (include/punchcache/params.h, shared with
+ * punchcached), .get_ready creates/opens the pool through it (before
+ * nbdkit forks, so errors reach the user's terminal),
  * .after_fork starts the background committer (threads do not survive
  * fork), .cleanup commits and closes.  Each connection opens its volume by
  * export name.
  */
 #include <config.h>
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include "punchcache/format.h"
-#include "punchcache/cache.h"
-#include "punchcache/io.h"
+#include "punchcache/params.h"
 #include "punchcache/punchcache.h"
 #include "punchcache/request.h"
 
@@ -38,37 +35,9 @@ NBDKIT_DLL_PUBLIC int punchcache_debug_commit_interval_ms = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_fill_delay_us = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_stats_interval_ms = 0;
 
-#define DEFAULT_VOLUME "default"
-#define MAX_VOLUME_PARAMS 64
-
-static const char *pool_path;
-static int64_t create_size = -1;
-static int64_t cache_size = 256 * 1024 * 1024;
-static int64_t block_size = 0;
-static char *stats_path;             /* absolute: nbdkit may chdir / */
-static int direct_mode = PC_DIRECT_AUTO;
-static int io_mode = PC_IO_AUTO;
-
-/* Names of enum values, in enum order (NULL-terminated). */
-static const char *const direct_names[] = { "auto", "on", "off", NULL };
-static const char *const io_names[] = { "auto", "uring", "sync", NULL };
-
-/* key=value where value must be one of names: *out = its index. */
-static int
-parse_choice (const char *key, const char *value, const char *const *names,
-              int *out)
-{
-  for (int i = 0; names[i]; i++)
-    if (strcmp (value, names[i]) == 0) {
-      *out = i;
-      return 0;
-    }
-  nbdkit_error ("%s=%s: expected %s, %s or %s", key, value, names[0],
-                names[1], names[2]);
-  return -1;
-}
-static struct { char *name; int64_t size; } volume_params[MAX_VOLUME_PARAMS];
-static unsigned nvolume_params;
+/* Every key=value, parsed and checked by the core (lib/core/params.c),
+ * the same parser punchcached uses. */
+static struct pc_params params;
 
 static struct pc_pool *pool;
 /* The asynchronous core, used as a blocking call (pc_core_run): nbdkit's
@@ -84,189 +53,75 @@ fail (int r)
   return -1;
 }
 
-static int
-parse_volume_param (const char *value)
+static void
+punchcache_load (void)
 {
-  const char *colon = strrchr (value, ':');
-  char *name;
-  int64_t size;
-
-  if (colon == NULL || colon == value) {
-    nbdkit_error ("volume=%s: expected volume=NAME:SIZE", value);
-    return -1;
-  }
-  if (nvolume_params == MAX_VOLUME_PARAMS) {
-    nbdkit_error ("too many volume= parameters (at most %d)", MAX_VOLUME_PARAMS);
-    return -1;
-  }
-  size = nbdkit_parse_size (colon + 1);
-  if (size == -1)
-    return -1;
-  name = strndup (value, (size_t) (colon - value));
-  if (name == NULL) {
-    nbdkit_error ("strndup: %m");
-    return -1;
-  }
-  volume_params[nvolume_params].name = name;
-  volume_params[nvolume_params++].size = size;
-  return 0;
+  pc_params_init (&params);
 }
 
 static int
 punchcache_config (const char *key, const char *value)
 {
-  if (strcmp (key, "pool") == 0) {
-    pool_path = value;
-    return 0;
-  }
-  if (strcmp (key, "size") == 0)
-    return (create_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
-  if (strcmp (key, "cache") == 0)
-    return (cache_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
-  if (strcmp (key, "block-size") == 0)
-    return (block_size = nbdkit_parse_size (value)) == -1 ? -1 : 0;
-  if (strcmp (key, "volume") == 0)
-    return parse_volume_param (value);
-  if (strcmp (key, "stats") == 0) {
-    free (stats_path);
-    return (stats_path = nbdkit_absolute_path (value)) == NULL ? -1 : 0;
-  }
-  if (strcmp (key, "direct") == 0)
-    return parse_choice (key, value, direct_names, &direct_mode);
-  if (strcmp (key, "io") == 0)
-    return parse_choice (key, value, io_names, &io_mode);
-  nbdkit_error ("unknown parameter '%s' (see nbdkit punchcache --help)", key);
-  return -1;
+  int r = pc_params_set (&params, key, value);
+  return r < 0 ? fail (r) : 0;
 }
 
 static int
 punchcache_config_complete (void)
 {
-  if (pool_path == NULL) {
-    nbdkit_error ("the pool=PATH parameter is required");
-    return -1;
-  }
-  if (block_size && (block_size < PC_MIN_BLOCK_SIZE ||
-                     block_size > PC_MAX_BLOCK_SIZE ||
-                     (block_size & (block_size - 1)))) {
-    nbdkit_error ("block-size=%" PRIi64 " must be a power of two from 4K "
-                  "to 1M", block_size);
-    return -1;
-  }
-  if (cache_size != 0 && cache_size < 2 * PC_CACHE_PAGE) {
-    nbdkit_error ("cache=%" PRIi64 " is too small: use 0 to disable the "
-                  "cache, or at least 8K", cache_size);
-    return -1;
+  int r = pc_params_complete (&params);
+  return r < 0 ? fail (r) : 0;
+}
+
+/* nbdkit -D punchcache.NAME=VALUE sets the variables above; the core
+ * checks them by name like any front-end's. */
+static int
+set_debug_switches (void)
+{
+  static const struct { const char *name; const int *value; } sw[] = {
+    { "unsafe_no_invalidate_lock", &punchcache_debug_unsafe_no_invalidate_lock },
+    { "race_delay_us", &punchcache_debug_race_delay_us },
+    { "fail_write_every", &punchcache_debug_fail_write_every },
+    { "commit_interval_ms", &punchcache_debug_commit_interval_ms },
+    { "fill_delay_us", &punchcache_debug_fill_delay_us },
+    { "stats_interval_ms", &punchcache_debug_stats_interval_ms },
+  };
+  char value[16];
+  size_t i;
+
+  for (i = 0; i < sizeof sw / sizeof sw[0]; i++) {
+    snprintf (value, sizeof value, "%d", *sw[i].value);
+    if (pc_params_set_debug (&params, sw[i].name, value) < 0)
+      return -1;
   }
   return 0;
 }
 
-#define punchcache_config_help \
-  "pool=PATH             (required) Pool file or block device.\n" \
-  "size=SIZE             Create the pool if PATH is missing or empty, with\n" \
-  "                      SIZE bytes of data capacity and a volume 'default'\n" \
-  "                      of SIZE bytes.  Ignored if the pool exists.\n" \
-  "block-size=SIZE       Allocation unit when creating (4K..1M, power of 2,\n" \
-  "                      default 64K).\n" \
-  "volume=NAME:SIZE      Create volume NAME with virtual size SIZE if it is\n" \
-  "                      missing (repeatable; sizes may overcommit the pool).\n" \
-  "cache=SIZE            RAM budget of the block cache shared by every\n" \
-  "                      connection and volume (default 256M; 0 disables).\n" \
-  "direct=auto|on|off    Read and write data blocks with O_DIRECT so the\n" \
-  "                      block cache is the only cache (default auto: use\n" \
-  "                      it where the file system supports it).\n" \
-  "io=auto|uring|sync    Issue the transfers of a multi-block request as\n" \
-  "                      one io_uring batch (default auto: where the\n" \
-  "                      kernel allows io_uring) or one after another.\n" \
-  "stats=PATH            Write statistics (cache hits, lock waits, space)\n" \
-  "                      as JSON to PATH every 2 seconds and at exit."
-
-static bool
-pool_needs_create (void)
+static void
+print_note (void *opaque, const char *msg)
 {
-  struct stat st;
-
-  if (stat (pool_path, &st) == -1)
-    return errno == ENOENT;
-  return S_ISREG (st.st_mode) && st.st_size == 0;
+  fprintf (stderr, "nbdkit: punchcache: note: %s\n", msg);
 }
 
-static int
-create_pool_if_needed (void)
-{
-  int r;
-
-  if (!pool_needs_create ())
-    return 0;
-  if (create_size <= 0) {
-    nbdkit_error ("pool %s does not exist (or is empty): pass size=SIZE to "
-                  "create it", pool_path);
-    return -1;
-  }
-  nbdkit_debug ("creating pool %s: %" PRIi64 " bytes", pool_path, create_size);
-  r = pc_pool_create (pool_path, (uint64_t) create_size, (uint32_t) block_size);
-  if (r == 0) r = pc_pool_open (pool_path, NULL, &pool);
-  if (r == 0) r = pc_volume_add (pool, DEFAULT_VOLUME, (uint64_t) create_size);
-  if (r < 0) return fail (r);
-  return pc_pool_close (pool) < 0 ? fail (-EIO) : 0;
-}
-
-static int
-add_missing_volumes (void)
-{
-  struct pc_volume *vol;
-  unsigned i;
-  int r;
-
-  for (i = 0; i < nvolume_params; i++) {
-    if (pc_volume_open (pool, volume_params[i].name, &vol) == 0) {
-      pc_volume_close (vol);
-      continue;
-    }
-    r = pc_volume_add (pool, volume_params[i].name,
-                       (uint64_t) volume_params[i].size);
-    if (r < 0) return fail (r);
-  }
-  return 0;
-}
-
+/* Before nbdkit forks, so that errors reach the user's terminal.  nbdkit
+ * -r is enforced by nbdkit per connection, so the pool opens read-write. */
 static int
 punchcache_get_ready (void)
 {
-  struct pc_pool_options opts = {
-    .unsafe_no_invalidate_lock = punchcache_debug_unsafe_no_invalidate_lock,
-    .race_delay_us = (unsigned) punchcache_debug_race_delay_us,
-    .fail_write_every = (unsigned) punchcache_debug_fail_write_every,
-    .commit_interval_ms = (unsigned) punchcache_debug_commit_interval_ms,
-    .fill_delay_us = (unsigned) punchcache_debug_fill_delay_us,
-    .stats_interval_ms = (unsigned) punchcache_debug_stats_interval_ms,
-    .cache_bytes = (uint64_t) cache_size,
-    .direct_io = direct_mode,
-    .io_backend = io_mode,
-    .stats_path = stats_path,
-  };
-  const char *why;
   int r;
 
-  if (create_pool_if_needed () == -1)
+  if (set_debug_switches () < 0 ||
+      (r = pc_params_open_pool (&params, false, print_note, NULL, &pool)) < 0) {
+    nbdkit_error ("%s", pc_last_error ());
     return -1;
-  if (opts.unsafe_no_invalidate_lock)
+  }
+  if (params.debug.unsafe_no_invalidate_lock)
     nbdkit_debug ("UNSAFE: the invalidate lock is disabled (debug switch)");
-  r = pc_pool_open (pool_path, &opts, &pool);
-  if (r < 0) return fail (r);
-  if (!pc_pool_direct_io (pool, &why))
-    /* Not an error, but the user asked for a bounded cache: say why the
-     * kernel's page cache is also in play. */
-    fprintf (stderr, "nbdkit: punchcache: note: data I/O on %s is buffered: "
-             "%s\n", pool_path, why);
-  if (io_mode == PC_IO_AUTO && !pc_pool_io_uring (pool, &why))
-    fprintf (stderr, "nbdkit: punchcache: note: io_uring unavailable, "
-             "batches use system calls: %s\n", why);
   nbdkit_debug ("pool %s: cache %" PRIi64 " bytes, %s data I/O, %s batches",
-                pool_path, cache_size,
+                params.pool_path, params.cache_size,
                 pc_pool_direct_io (pool, NULL) ? "O_DIRECT" : "buffered",
                 pc_pool_io_uring (pool, NULL) ? "io_uring" : "sync");
-  return add_missing_volumes ();
+  return 0;
 }
 
 static int
@@ -292,11 +147,7 @@ punchcache_cleanup (void)
 static void
 punchcache_unload (void)
 {
-  unsigned i;
-
-  for (i = 0; i < nvolume_params; i++)
-    free (volume_params[i].name);
-  free (stats_path);
+  pc_params_free (&params);
 }
 
 static void
@@ -332,7 +183,7 @@ punchcache_list_exports (int readonly, int is_tls,
 static const char *
 punchcache_default_export (int readonly, int is_tls)
 {
-  return DEFAULT_VOLUME;
+  return PC_DEFAULT_VOLUME;
 }
 
 static void *
@@ -343,7 +194,7 @@ punchcache_open (int readonly)
   int r;
 
   if (name == NULL || *name == '\0')
-    name = DEFAULT_VOLUME;
+    name = PC_DEFAULT_VOLUME;
   r = pc_volume_open (pool, name, &vol);
   if (r < 0) {
     fail (r);
@@ -505,10 +356,11 @@ static struct nbdkit_plugin plugin = {
   .name              = "punchcache",
   .longname          = "punchcache thin volumes with punch-safe reads",
   .version           = PACKAGE_VERSION,
+  .load              = punchcache_load,
   .config            = punchcache_config,
   .config_complete   = punchcache_config_complete,
-  .config_help       = punchcache_config_help,
-  .magic_config_key  = "pool",
+  .config_help       = pc_params_help,
+  .magic_config_key  = PC_PARAMS_MAGIC_KEY,
   .get_ready         = punchcache_get_ready,
   .after_fork        = punchcache_after_fork,
   .cleanup           = punchcache_cleanup,
