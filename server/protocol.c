@@ -39,6 +39,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "protocol.h"
@@ -390,7 +391,7 @@ uint32_t
 pcd_nbd_error (int err)
 {
   if (err < 0)
-    err = -err;
+    err = err == INT_MIN ? EIO : -err;          /* -INT_MIN overflows */
   if (err == 0)
     return 0;
   if (err == ENOTSUP || err == EOPNOTSUPP)  /* the same value on Linux */

@@ -15,6 +15,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -699,6 +700,8 @@ test_nbd_error (void **state)
     assert_int_equal (pcd_nbd_error (cases[i].err), cases[i].nbd);
     assert_int_equal (pcd_nbd_error (-cases[i].err), cases[i].nbd);
   }
+  assert_int_equal (pcd_nbd_error (INT_MIN), NBD_EIO);
+  assert_int_equal (pcd_nbd_error (INT_MAX), NBD_EIO);
 }
 
 int
