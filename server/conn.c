@@ -224,6 +224,13 @@ pcd_conn_shutdown (struct pcd_conn *c)
   conn_maybe_free (c);
 }
 
+void
+pcd_conn_abandon (struct pcd_conn *c)
+{
+  conn_break (c, "dropped at shutdown");
+  conn_maybe_free (c);
+}
+
 /* ---- output ---- */
 
 static struct outbuf *

@@ -49,6 +49,26 @@ pcd_loop_conn_gone (struct pcd_loop *l)
   maybe_end (l);
 }
 
+/* Seconds a stopping loop waits for its clients to read their last
+ * replies before it drops them (a client that stopped reading must not
+ * keep the server from shutting down). */
+#define DRAIN_SECONDS 10.
+
+static void
+on_drain_timeout (struct ev_loop *ev, ev_timer *w, int revents)
+{
+  struct pcd_loop *l = w->data;
+  struct pcd_conn *c, *cn;
+
+  pcd_log ("shutdown: dropping connections that did not read their "
+           "replies within %.0f s", DRAIN_SECONDS);
+  for (c = l->conns; c; c = cn) {
+    cn = pcd_conn_next (c);
+    pcd_conn_abandon (c);               /* may free c */
+  }
+  maybe_end (l);
+}
+
 static void
 on_wake (struct ev_loop *ev, ev_async *w, int revents)
 {
@@ -78,6 +98,9 @@ on_wake (struct ev_loop *ev, ev_async *w, int revents)
   if (stop && !l->stopping) {
     struct pcd_conn *c, *cn;
     l->stopping = true;
+    ev_timer_init (&l->stop_timer, on_drain_timeout, DRAIN_SECONDS, 0.);
+    l->stop_timer.data = l;
+    ev_timer_start (ev, &l->stop_timer);
     for (c = l->conns; c; c = cn) {
       cn = pcd_conn_next (c);
       pcd_conn_shutdown (c);            /* may free c */

@@ -60,6 +60,7 @@ struct pcd_loop {
   bool stop_requested;
   /* Loop thread only: */
   bool stopping;
+  ev_timer stop_timer;               /* drain deadline once stopping */
   struct pcd_conn *conns;           /* doubly linked */
   struct pcd_loop_stats stats;
 };
@@ -84,6 +85,9 @@ void pcd_conn_new (struct pcd_loop *loop, int fd);
 void pcd_conn_complete (struct pcd_creq *cr);
 /* Stop reading new requests; close once idle. */
 void pcd_conn_shutdown (struct pcd_conn *c);
+/* Drop the connection now (replies not yet sent are discarded); it is
+ * freed once its in-flight requests have completed. */
+void pcd_conn_abandon (struct pcd_conn *c);
 struct pcd_conn *pcd_conn_next (struct pcd_conn *c);
 /* The completion list's link (the request is conn.c's). */
 struct pcd_creq *pcd_creq_next (struct pcd_creq *cr);
