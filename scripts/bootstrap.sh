@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential autoconf automake libtool pkg-config
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin nbdfuse python3-libnbd
-  liburing-dev libev-dev libcmocka-dev libgnutls28-dev gnutls-bin
+  liburing-dev libev-dev libcmocka-dev libgnutls28-dev gnutls-bin libjson-c-dev
   qemu-utils fio e2fsprogs fuse3 util-linux procps valgrind jq
 )
 

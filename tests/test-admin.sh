@@ -2,13 +2,16 @@
 # Description: the admin tool (SPEC §5, docs/punchcache.1.md): --help tells
 # the truth (every command it lists answers COMMAND --help), usage errors
 # exit 2 with a hint; create makes a sparse file; info (human and --json,
-# strings escaped); volume add/list/resize/rm; check of a clean pool; the
+# strings escaped, bytes that are not UTF-8 as U+FFFD: valid JSON);
+# volume add/list/resize/rm; check of a clean pool; the
 # error messages for an existing file, bad sizes and block sizes, bad or
 # duplicate names and a missing volume; a pool held by a running nbdkit is
 # refused by name, info and volume list then hinting at `punchcache stats`
 # (tests/test-stats.sh tests that command); allocated bytes follow writes,
 # trims and shrinks.  The hint checks are shown to fail when the tool
-# gives the hint for read-write opens instead of read-only ones.
+# gives the hint for read-write opens instead of read-only ones; the UTF-8
+# check when pc_json_new_string (lib/json.c) hands invalid bytes to json-c
+# unchanged.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 P=$PUNCHCACHE
@@ -114,6 +117,15 @@ if python3 -c 'import json' 2>/dev/null; then
     "$P" create "$odd" 64M > /dev/null
     [ "$(jq_ "$odd" 'd["pool"] == sys.argv[1] and d["volumes"] == []' "$odd")" = True ] ||
         fail "json: path not escaped properly"
+    # A byte that is not UTF-8 and a control character still give valid
+    # JSON (json-c alone would copy the byte): U+FFFD, and \u0001.
+    notutf8=$tmp/$'bad\xff\x01name'
+    "$P" create "$notutf8" 64M > /dev/null
+    "$P" info --json "$notutf8" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.buffer.read().decode("utf-8"))   # strict UTF-8
+assert d["pool"].endswith("/bad\ufffd\x01name"), d["pool"]' ||
+        fail "json: a path that is not UTF-8 did not give valid JSON"
 else
     echo "SKIP part: python3 json module missing, --json not checked"
 fi

@@ -5,7 +5,7 @@
 # with its checksums fixed up.  Any out-of-bounds access or undefined
 # behaviour aborts the run and fails the test.
 #
-# Shown to fail (with the mutation loop shared with fuzz-jsonread) by
+# Shown to fail (with the mutation loop shared with fuzz-statsfile) by
 # removing lib/journal.c's J1 bound on a descriptor's page count: ASan
 # reports a heap-buffer-overflow within seconds.
 set -euo pipefail

@@ -9,14 +9,20 @@
  * mistyped field, space figures that do not add up, a bad block size, a
  * volume count that differs from the list, an invalid volume name, an
  * unknown cache policy or page size, counts out of range, broken JSON;
- * and that unknown keys are accepted.
+ * and that unknown keys are accepted.  Then what json-c accepts and the
+ * reader must refuse itself (test_on_json_c): an integer beyond 64 bits
+ * (json-c clamps it), "1.", 1e2 and Infinity as counters, NaN as the hit
+ * rate, \u0000 in a name or the policy, overlong UTF-8 and a surrogate in
+ * the pool path; and the version rule: a version-1 field missing is
+ * refused, a later one (prepared_runs) may be missing but is checked when
+ * there.
  *
  * Shown to fail by deliberate mutations of lib/statsfile.c, one at a
- * time: "hits" dropped from the reader's cache fields (test_round_trip:
- * the counter reads back as 0); "evictions" dropped (test_refusals: a
- * string there is accepted); the space check removed (test_refusals: the
- * inconsistent "used" is accepted); the volume name check removed
- * (test_refusals: "a/b" accepted).
+ * time: "hits" not read (test_round_trip: the counter reads back as 0);
+ * "readonly" not read (test_refusals: 0 there, and no "readonly" at all,
+ * accepted); the refusal of 2^64-1 removed (test_on_json_c:
+ * 18446744073709551616 accepted); the UTF-8 check of strings removed
+ * (test_on_json_c: the overlong path accepted).
  */
 #include <config.h>
 
@@ -308,7 +314,58 @@ test_refusals (void **state)
           "\"exclusive_acquired\"", "\"exclusive_acquired\"", "s.json: "
           "invalidate_lock: no member \"shared_waits\"");
   edited (c, "\"pool\": {", "\"pool\": {,", "s.json: line 5, column 12: "
-          "expected '\"' (a key), found ','");
+          "quoted object property name expected, found ','");
+}
+
+/* What json-c accepts but a statistics file must not have (lib/json.c
+ * lists it), and the rule for fields added after version 1: optional when
+ * absent, checked when present. */
+static void
+test_on_json_c (void **state)
+{
+  struct ctx *c = *state;
+  char from[160], to[160], prep[64];
+
+  edited (c, "\"evictions\": 0", "\"evictions\": 18446744073709551616",
+          "s.json: cache.evictions: integer out of range (at most "
+          "18446744073709551614)");               /* json-c: 2^64-1 */
+  edited (c, "\"evictions\": 0", "\"evictions\": 1.", "s.json: "
+          "cache.evictions: expected a non-negative integer, found 1.");
+  edited (c, "\"evictions\": 0", "\"evictions\": 1e2", "s.json: "
+          "cache.evictions: expected a non-negative integer, found 1e2");
+  edited (c, "\"evictions\": 0", "\"evictions\": Infinity", "s.json: "
+          "cache.evictions: expected a non-negative integer, found "
+          "Infinity");
+  edited (c, "\"hit_rate\": ", "\"hit_rate\": NaN, \"rate\": ", "s.json: "
+          "cache.hit_rate: expected a finite number, found NaN");
+  edited (c, "\"name\": \"a\"", "\"name\": \"a\\u0000b\"", "s.json: "
+          "volumes[0].name: not a string of valid UTF-8 without \\u0000");
+  snprintf (from, sizeof from, "\"path\": \"%s\"", c->path);
+  snprintf (to, sizeof to, "\"path\": \"%s\xc0\xaf\"", c->path);
+  edited (c, from, to, "s.json: pool.path: not a string of valid UTF-8 "
+          "without \\u0000");                    /* overlong '/' */
+  snprintf (to, sizeof to, "\"path\": \"%s\xed\xa0\x80\"", c->path);
+  edited (c, from, to, "s.json: pool.path: not a string of valid UTF-8 "
+          "without \\u0000");                    /* a surrogate */
+  edited (c, "\"policy\": \"s3fifo\"", "\"policy\": \"s3fifo\\u0000x\"",
+          "s.json: cache.policy: not a string of valid UTF-8 without "
+          "\\u0000");
+
+  /* Version-1 fields are required, later ones optional. */
+  edited (c, "\"direct_io_note\": null,", "", "s.json: pool: no member "
+          "\"direct_io_note\"");
+  edited (c, "\"readonly\": false,", "", "s.json: pool: no member "
+          "\"readonly\"");
+  snprintf (prep, sizeof prep, "\"prepared_runs\": %" PRIu64 ",",
+            c->snap.prepared_runs);
+  edited (c, prep, "", NULL);
+  edited (c, prep, "\"prepared_runs\": \"1\",", "s.json: "
+          "pool.prepared_runs: expected a non-negative integer, found a "
+          "string");
+  edited (c, "\"io_uring\": ", "\"io_uring\": 1, \"x\": ", "s.json: "
+          "pool.io_uring: expected true or false, found a number");
+  edited (c, "\"io_uring_note\": ", "\"io_uring_note\": 1, \"x\": ",
+          "s.json: pool.io_uring_note: expected a string, found a number");
 }
 
 static void
@@ -332,8 +389,8 @@ test_files (void **state)
   assert_int_equal (fclose (f), 0);
   assert_int_equal (pc_stats_read_file (file, &st), -EINVAL);
   assert_string_equal (strstr (pc_last_error (), "stats.json: "),
-                       "stats.json: line 3, column 17: expected ',' or '}', "
-                       "found 'x'");
+                       "stats.json: line 3, column 17: object value "
+                       "separator ',' expected, found 'x'");
 }
 
 int
@@ -343,6 +400,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_snapshot, setup, teardown),
     cmocka_unit_test_setup_teardown (test_round_trip, setup, teardown),
     cmocka_unit_test_setup_teardown (test_refusals, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_on_json_c, setup, teardown),
     cmocka_unit_test_setup_teardown (test_files, setup, teardown),
   };
 

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "punchcache/format.h"
+#include "punchcache/json.h"
 #include "punchcache/punchcache.h"
 #include "punchcache/stats.h"
 
@@ -279,8 +280,9 @@ run_create (const struct command *cmd, char **args, const struct options *o)
 
 struct list_ctx {
   bool json;
-  bool first;
   uint32_t block_size;
+  struct json_object *volumes;  /* json: the list being built */
+  int err;                      /* json: sticky, of building it */
 };
 
 static int
@@ -288,20 +290,22 @@ print_volume (void *opaque, const struct pc_volume_info *vi)
 {
   struct list_ctx *ctx = opaque;
   uint64_t alloc = vi->allocated_blocks * ctx->block_size;
+  struct json_object *v;
   char h[32];
 
   if (ctx->json) {
-    printf ("%s\n    {\"name\": ", ctx->first ? "" : ",");
-    pc_json_string (stdout, vi->name);
-    printf (", \"size\": %" PRIu64 ", \"allocated\": %" PRIu64
-            ", \"allocated_blocks\": %" PRIu64 ", \"slot\": %u}",
-            vi->size, alloc, vi->allocated_blocks, vi->slot);
+    v = json_object_new_object ();
+    pc_json_set_string (v, "name", vi->name, &ctx->err);
+    pc_json_set_u64 (v, "size", vi->size, &ctx->err);
+    pc_json_set_u64 (v, "allocated", alloc, &ctx->err);
+    pc_json_set_u64 (v, "allocated_blocks", vi->allocated_blocks, &ctx->err);
+    pc_json_set_u64 (v, "slot", vi->slot, &ctx->err);
+    pc_json_append (ctx->volumes, v, &ctx->err);
   }
   else
     printf ("  %-24s %20" PRIu64 " %20" PRIu64 "  %5.1f%%  (%s)\n",
             vi->name, vi->size, alloc, percent (alloc, vi->size),
             human (vi->size, h, sizeof h));
-  ctx->first = false;
   return 0;
 }
 
@@ -339,28 +343,31 @@ print_info_human (const char *path, const struct pc_pool_info *in)
   printf ("volumes:       %u\n", in->nvolumes);
 }
 
-static void
-print_info_json (const char *path, const struct pc_pool_info *in)
+/* The pool's figures as a JSON object, "volumes" to be added. */
+static struct json_object *
+info_json (const char *path, const struct pc_pool_info *in, int *err)
 {
+  struct json_object *o = json_object_new_object ();
   char uuid[37];
 
   format_uuid (in->uuid, uuid);
-  printf ("{\n  \"pool\": ");
-  pc_json_string (stdout, path);
-  printf (",\n  \"uuid\": \"%s\",\n  \"block_size\": %" PRIu32
-          ",\n  \"capacity\": %" PRIu64 ",\n  \"blocks\": %" PRIu64
-          ",\n  \"used\": %" PRIu64 ",\n  \"used_blocks\": %" PRIu64
-          ",\n  \"used_percent\": %.2f"
-          ",\n  \"free\": %" PRIu64 ",\n  \"free_blocks\": %" PRIu64
-          ",\n  \"total_bytes\": %" PRIu64 ",\n  \"meta_pages\": %" PRIu64
-          ",\n  \"journal_pages\": %" PRIu64 ",\n  \"metadata_ram\": %" PRIu64
-          ",\n  \"nvolumes\": %u,\n  \"volumes\": [",
-          uuid, in->block_size, in->capacity, in->nblocks,
-          in->used_blocks * in->block_size, in->used_blocks,
-          percent (in->used_blocks, in->nblocks),
-          in->free_blocks * in->block_size, in->free_blocks,
-          in->total_bytes, in->meta_pages, in->journal_pages,
-          in->metadata_ram, in->nvolumes);
+  pc_json_set_string (o, "pool", path, err);
+  pc_json_set_string (o, "uuid", uuid, err);
+  pc_json_set_u64 (o, "block_size", in->block_size, err);
+  pc_json_set_u64 (o, "capacity", in->capacity, err);
+  pc_json_set_u64 (o, "blocks", in->nblocks, err);
+  pc_json_set_u64 (o, "used", in->used_blocks * in->block_size, err);
+  pc_json_set_u64 (o, "used_blocks", in->used_blocks, err);
+  pc_json_set_fixed (o, "used_percent", percent (in->used_blocks, in->nblocks),
+                     2, err);
+  pc_json_set_u64 (o, "free", in->free_blocks * in->block_size, err);
+  pc_json_set_u64 (o, "free_blocks", in->free_blocks, err);
+  pc_json_set_u64 (o, "total_bytes", in->total_bytes, err);
+  pc_json_set_u64 (o, "meta_pages", in->meta_pages, err);
+  pc_json_set_u64 (o, "journal_pages", in->journal_pages, err);
+  pc_json_set_u64 (o, "metadata_ram", in->metadata_ram, err);
+  pc_json_set_u64 (o, "nvolumes", in->nvolumes, err);
+  return o;
 }
 
 /* Print the pool (info) or only its volumes (list) of an open pool. */
@@ -369,17 +376,31 @@ show_pool (const struct command *cmd, const char *path, struct pc_pool *pool,
            bool json, bool volumes_only)
 {
   struct pc_pool_info in;
-  struct list_ctx ctx = { .json = json, .first = true };
+  struct list_ctx ctx = { .json = json };
+  struct json_object *info = NULL;
+  char *text;
 
   if (pc_pool_get_info (pool, &in) < 0)
     return failed (cmd);
   ctx.block_size = in.block_size;
-  if (!volumes_only && json) print_info_json (path, &in);
+  if (json) {
+    info = info_json (path, &in, &ctx.err);
+    ctx.volumes = json_object_new_array ();
+  }
   else if (!volumes_only) print_info_human (path, &in);
   if (!json && in.nvolumes > 0) print_volume_header ();
-  if (pc_volume_foreach (pool, print_volume, &ctx) < 0)
+  if (pc_volume_foreach (pool, print_volume, &ctx) < 0) {
+    json_object_put (info);
+    json_object_put (ctx.volumes);
     return failed (cmd);
-  if (json) printf ("%s]\n}\n", ctx.first ? "" : "\n  ");
+  }
+  if (json) {
+    pc_json_set (info, "volumes", ctx.volumes, &ctx.err);
+    if (pc_json_to_text (info, ctx.err, &text) < 0)
+      return failed (cmd);
+    fputs (text, stdout);
+    free (text);
+  }
   return 0;
 }
 

@@ -19,8 +19,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "punchcache/json.h"        /* pc_json_string, the JSON reader */
-
 struct pc_pool;
 struct pc_volume;
 

@@ -26,6 +26,12 @@
 #include "punchcache/rangelock.h"
 
 #define PC_STATS_VERSION 1
+/* The largest statistics file read.  The largest a server writes is about
+ * 210 KB (252 volumes, 20-digit counters, a 4 KiB pool path of control
+ * characters, each escaped to 6 bytes); json-c needs up to ~250 bytes of
+ * memory per value parsed, so a hostile file of this size costs at most
+ * ~135 MB while it is refused. */
+#define PC_STATS_MAX_SIZE (512u << 10)
 
 struct pc_stats_volume {
   char name[48];

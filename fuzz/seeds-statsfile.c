@@ -1,6 +1,7 @@
-/* Seeds for fuzz-jsonread.c under fuzz-driver.c -- a statistics file as a
- * server writes it, a document with every kind of value, escape and
- * number edge, and one nested close to the depth limit, all valid -- and
+/* Seeds for fuzz-statsfile.c under fuzz-driver.c -- a statistics file as
+ * a server of version 1 wrote it (without the fields added since), a
+ * document with every kind of value, escape and number edge, and one
+ * nested close to the depth limit, all valid -- and
  * JSON-aware mutations: insert a token from a dictionary (structure,
  * escapes, surrogates, number edges, bad UTF-8, deep nesting), delete a
  * span, copy a span elsewhere, change a digit (which keeps most inputs
@@ -76,6 +77,8 @@ static const struct { const char *s; size_t n; } dict[] = {
   T ("[[[[[[[[[[[[[[[["), T ("{\"k\":"), T (" "), T ("\n"),
   T ("\"version\": 1,"), T ("\"version\": 2"), T ("\"volumes\": ["),
   T ("\"name\": \"a/b\""), T ("4294967296"), T ("\"lru\""),
+  T ("NaN"), T ("Infinity"), T ("1."), T ("\"prepared_runs\": 1,"),
+  T ("\"io_uring\": true,"), T ("\"io_uring_note\": \"x\","),
 #undef T
 };
 
@@ -128,19 +131,19 @@ mutate_json (const struct fuzz_seeds *s, uint8_t *buf, size_t len)
 static void
 check_seeds (const struct fuzz_seeds *s)
 {
-  struct pc_json_doc *doc;
+  struct json_object *obj;
   struct pc_stats st;
 
   for (unsigned i = 0; i < s->n; i++) {
-    if (pc_json_parse ((const char *) s->data[i], s->len[i], "seed",
-                       &doc) < 0) {
-      fprintf (stderr, "fuzz-jsonread: seed %u: %s\n", i, pc_last_error ());
+    if (pc_json_parse ((const char *) s->data[i], s->len[i], MAX_LEN, "seed",
+                       &obj) < 0) {
+      fprintf (stderr, "fuzz-statsfile: seed %u: %s\n", i, pc_last_error ());
       exit (1);
     }
-    pc_json_free (doc);
+    json_object_put (obj);
   }
   if (pc_stats_parse (stats_seed, sizeof stats_seed - 1, "seed", &st) < 0) {
-    fprintf (stderr, "fuzz-jsonread: stats seed: %s\n", pc_last_error ());
+    fprintf (stderr, "fuzz-statsfile: stats seed: %s\n", pc_last_error ());
     exit (1);
   }
   pc_stats_free (&st);
@@ -152,7 +155,7 @@ fuzz_get_seeds (struct fuzz_seeds *s)
   memset (deep_seed, '[', 60);
   memset (deep_seed + 60, ']', 60);
   *s = (struct fuzz_seeds) {
-    .name = "fuzz-jsonread", .max_len = MAX_LEN, .n = 3,
+    .name = "fuzz-statsfile", .max_len = MAX_LEN, .n = 3,
     .data = { (const uint8_t *) stats_seed, (const uint8_t *) kinds_seed,
               (const uint8_t *) deep_seed },
     .len = { sizeof stats_seed - 1, sizeof kinds_seed - 1, 120 },
