@@ -24,26 +24,10 @@ requires psktool --version
 : "${PUNCHCACHED:=$top_builddir/server/punchcached}"
 [ -x "$PUNCHCACHED" ] || skip "punchcached not built ($PUNCHCACHED)"
 
-# start_pcd SOCK ARGS...: punchcached in the foreground on SOCK.
-start_pcd () {
-    local sock=$1 i; shift
-    rm -f "$sock"
-    "$PUNCHCACHED" --foreground --exit-with-parent -U "$sock" "$@" \
-        2>>"$tmp/punchcached.log" &
-    pcd_pid=$!
-    cleanup_fn "kill $pcd_pid 2>/dev/null; wait $pcd_pid 2>/dev/null"
-    for ((i=0; i<300; i++)); do
-        [ -S "$sock" ] && return 0
-        kill -0 "$pcd_pid" 2>/dev/null || {
-            cat "$tmp/punchcached.log" >&2; fail "punchcached exited: $*"; }
-        sleep 0.1
-    done
-    fail "punchcached did not create $sock within 30 s"
-}
-stop_pcd () {
-    kill "$pcd_pid" 2>/dev/null || :
-    wait "$pcd_pid" 2>/dev/null || :
-}
+# start_pcd SOCK ARGS...: punchcached in the foreground on SOCK; it takes
+# nbdkit's flags, so functions.sh's start_nbdkit/stop_nbdkit drive it.
+start_pcd () { NBDKIT=$PUNCHCACHED start_nbdkit "$@"; }
+stop_pcd () { stop_nbdkit; }
 
 # ---- credentials ----
 ct () { certtool --key-type=ecdsa "$@" </dev/null >>"$tmp/certtool.log" 2>&1 ||
@@ -73,7 +57,7 @@ psktool -u alice -p "$tmp/psk/keys.psk" >/dev/null
 psktool -u alice -p "$tmp/wrong.psk" >/dev/null
 psktool -u bob -p "$tmp/bob.psk" >/dev/null
 
-pool_args () { echo pool="$tmp/pool" size=64M volume=main:16M; }
+pool=(pool="$tmp/pool" size=64M volume=main:16M)
 sock=$tmp/sock
 
 # roundtrip TAG SETUP: nbdsh writes 1 MiB of a pattern derived from TAG
@@ -123,12 +107,12 @@ h.pread(512, 0)
     echo "refused as expected ($2): $(tail -1 "$tmp/refused.err")"
 }
 
-uri=nbd+unix:///main?socket=$sock
-suri=nbds+unix:///main?socket=$sock
+uri="nbd+unix:///main?socket=$sock"
+suri="nbds+unix:///main?socket=$sock"
 
 # ---- X.509, --tls=require ----
 rm -f "$tmp/pool"
-start_pcd "$sock" --tls=require --tls-certificates="$tmp/server" $(pool_args)
+start_pcd "$sock" --tls=require --tls-certificates="$tmp/server" "${pool[@]}"
 timeout 60 nbdinfo --is tls "$suri&tls-certificates=$tmp/client" ||
     fail "nbdinfo: X.509 connection not using TLS"
 timeout 60 nbdinfo "$suri&tls-certificates=$tmp/nocert" >/dev/null ||
@@ -142,14 +126,14 @@ stop_pcd
 
 # ---- X.509, --tls-verify-peer ----
 start_pcd "$sock" --tls=require --tls-certificates="$tmp/server" \
-    --tls-verify-peer $(pool_args)
+    --tls-verify-peer "${pool[@]}"
 roundtrip x509-verified "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates('$tmp/client')"
 refused "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates('$tmp/nocert')" \
     "no client certificate under --tls-verify-peer"
 stop_pcd
 
 # ---- PSK, --tls=require ----
-start_pcd "$sock" --tls=require --tls-psk="$tmp/psk/keys.psk" $(pool_args)
+start_pcd "$sock" --tls=require --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
 timeout 60 nbdinfo --is tls \
     "nbds+unix://alice@/main?socket=$sock&tls-psk-file=$tmp/psk/keys.psk" ||
     fail "nbdinfo: PSK connection not using TLS"
@@ -170,7 +154,7 @@ fi
 stop_pcd
 
 # ---- --tls=on: both ----
-start_pcd "$sock" --tls=on --tls-psk="$tmp/psk/keys.psk" $(pool_args)
+start_pcd "$sock" --tls=on --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
 WANT_TLS=0 roundtrip plain-on "h.set_tls(nbd.TLS_DISABLE)"
 roundtrip psk-on "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_username('alice'); h.set_tls_psk_file('$tmp/psk/keys.psk')"
 if timeout 60 nbdinfo --is tls "$uri"; then
