@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -202,6 +203,7 @@ struct client {
   int fd;
   const char *psk_user, *psk_key;       /* PSK, or NULL: X.509 */
   const char *cert, *key;               /* client certificate, optional */
+  atomic_bool send_blocked;             /* the server saw -EAGAIN */
   int hangup;                           /* after the handshake: */
 #define HANGUP_ABRUPT 1                 /* close the socket */
 #define HANGUP_CLEAN 2                  /* close_notify, then close */
@@ -270,7 +272,11 @@ client_main (void *arg)
   if (c->hangup)
     goto out;
 
-  /* The server sends XFER bytes of pattern 1; we send back pattern 2. */
+  /* The server sends XFER bytes of pattern 1; we send back pattern 2.
+   * Read nothing until its sends fill the socket (or 2 s): then a send
+   * returned -EAGAIN, whatever the scheduling. */
+  for (i = 0; i < 2000 && !atomic_load (&c->send_blocked); i++)
+    usleep (1000);
   while (got < XFER) {
     n = gnutls_record_recv (s, buf + got, XFER - got);
     if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
@@ -358,6 +364,7 @@ serve (struct pcd_tls_session *s, int fd, struct result *r)
     n = pcd_tls_send (s, buf + done, XFER - done, &ww);
     if (n == -EAGAIN) {
       r->send_eagain++;
+      atomic_store (&r->client.send_blocked, true);
       if (!wait_fd (fd, ww, deadline))
         return;
       continue;                 /* same buffer and length */
@@ -409,6 +416,10 @@ connect_pair (struct pcd_tls_creds *creds, struct result *r)
   assert_int_equal (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
                     0);
   assert_int_equal (fcntl (sv[0], F_SETFL, O_NONBLOCK), 0);
+  /* A small send buffer: XFER cannot go out without -EAGAIN, so the
+   * retry with the same buffer and want_write are exercised. */
+  assert_int_equal (setsockopt (sv[0], SOL_SOCKET, SO_SNDBUF,
+                                &(int) { 16384 }, sizeof (int)), 0);
   r->client.fd = sv[1];
   assert_int_equal (pthread_create (&th, NULL, client_main, &r->client), 0);
 
@@ -443,6 +454,7 @@ connect_pair (struct pcd_tls_creds *creds, struct result *r)
   }
   pcd_tls_session_free (s);     /* close_notify */
   shutdown (sv[0], SHUT_RDWR);
+  atomic_store (&r->client.send_blocked, true);   /* stop waiting */
 
   clock_gettime (CLOCK_REALTIME, &ts);
   ts.tv_sec += 2 * DEADLINE_MS / 1000;
@@ -486,6 +498,7 @@ expect_success (const struct result *r)
   assert_true (r->client.data_ok);
   assert_true (r->client.eof_ok);
   assert_true (r->pending_seen > 0);
+  assert_true (r->send_eagain > 0);
 }
 
 /* The server must refuse the handshake with WANT (-errno) and an error
