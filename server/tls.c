@@ -38,7 +38,7 @@
  *    with GNUTLS_SHUT_WR, and dropped if the socket is not writable.
  *
  * No global initialisation is needed: GnuTLS >= 3.3 initialises itself
- * when the library is loaded.
+ * when the library is loaded (gnutls_global_init is implicit).
  *
  * Timeouts are the caller's: GnuTLS's own handshake timeout is disabled,
  * so conn.c's idle and handshake deadlines apply to TLS like to plaintext.
@@ -105,6 +105,7 @@ struct pcd_tls_session {
    * message of a failed handshake; and whether we had a key for it. */
   char psk_user[64];
   bool psk_user_known;
+  int last_error;               /* GnuTLS code of the last failed record call */
 };
 
 static void
@@ -830,8 +831,12 @@ handshake_error (struct pcd_tls_session *s, int g, char *err, size_t errlen)
       seterr (err, errlen, "TLS handshake: unknown PSK username \"%s\" "
               "(%s)", s->psk_user, gnutls_strerror (g));
     else
-      seterr (err, errlen, "TLS handshake: PSK username \"%s\": %s "
-              "(a wrong key?)", s->psk_user, gnutls_strerror (g));
+      seterr (err, errlen, "TLS handshake: PSK username \"%s\": %s%s",
+              s->psk_user, gnutls_strerror (g),
+              /* what a key mismatch looks like (TLS 1.3 binder, 1.2 MAC) */
+              g == GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER ||
+              g == GNUTLS_E_DECRYPTION_FAILED ||
+              g == GNUTLS_E_MAC_VERIFY_FAILED ? " (a wrong key?)" : "");
     return;
   }
   if (g == GNUTLS_E_FATAL_ALERT_RECEIVED) {
@@ -955,13 +960,16 @@ pcd_tls_recv (struct pcd_tls_session *s, void *buf, size_t len,
     case GNUTLS_E_WARNING_ALERT_RECEIVED:
       continue;
     case GNUTLS_E_PREMATURE_TERMINATION:
+      s->last_error = (int) n;
       return 0;                 /* the peer closed without close_notify */
     case GNUTLS_E_REHANDSHAKE:
       /* TLS 1.2 renegotiation: not offered by NBD clients; refuse. */
+      s->last_error = (int) n;
       return -EPROTO;
     default:
       if (gnutls_error_is_fatal ((int) n) == 0)
         continue;
+      s->last_error = (int) n;
       return record_errno ((int) n);
     }
   }
@@ -992,10 +1000,17 @@ pcd_tls_send (struct pcd_tls_session *s, const void *buf, size_t len,
     }
     if (n == GNUTLS_E_INTERRUPTED || n == 0)
       continue;
+    s->last_error = (int) n;
     return record_errno ((int) n);
   }
   *want_write = true;
   return -EAGAIN;
+}
+
+const char *
+pcd_tls_error (struct pcd_tls_session *s)
+{
+  return s->last_error ? gnutls_strerror (s->last_error) : "";
 }
 
 size_t

@@ -44,7 +44,9 @@ struct pcd_tls_config {
 struct pcd_tls_creds;
 struct pcd_tls_session;
 
-/* Load the credentials (after gnutls_global_init).  Exactly one of
+/* Load the credentials (GnuTLS initialises itself: no global init call is
+ * needed).  Every file is read and checked here, the PSK file completely
+ * (a malformed line is an error naming FILE:LINE).  Exactly one of
  * certificates_dir and psk_file must be set when mode != OFF; with mode
  * OFF *out is NULL and nothing is loaded.  -EINVAL/-ENOENT/-EACCES/... with
  * err naming the file and GnuTLS's reason. */
@@ -59,7 +61,9 @@ int pcd_tls_session_new (struct pcd_tls_creds *creds, int fd,
 /* 0 when the handshake is complete (and, with --tls-verify-peer, the
  * client's certificate verified), -EAGAIN to be called again when the
  * socket is ready as *want_write says, another -errno on failure (err
- * says why: GnuTLS's message). */
+ * says why: GnuTLS's message): -EACCES for a client certificate missing
+ * or rejected, -ECONNRESET if the client went away, -EPROTO otherwise.
+ * recv/send before the handshake completed return -ENOTCONN. */
 int pcd_tls_handshake (struct pcd_tls_session *s, bool *want_write,
                        char *err, size_t errlen);
 /* > 0 bytes received, 0 at end of stream (the peer closed, cleanly or
@@ -70,6 +74,9 @@ ssize_t pcd_tls_recv (struct pcd_tls_session *s, void *buf, size_t len,
  * buffer and length), or -errno. */
 ssize_t pcd_tls_send (struct pcd_tls_session *s, const void *buf, size_t len,
                       bool *want_write);
+/* GnuTLS's message for the last recv/send that failed or saw the peer
+ * close without close_notify, for logs ("" if none). */
+const char *pcd_tls_error (struct pcd_tls_session *s);
 /* Decrypted bytes buffered inside GnuTLS, readable without the socket. */
 size_t pcd_tls_pending (struct pcd_tls_session *s);
 /* The authenticated PSK username or certificate DN, for logs ("" if

@@ -12,7 +12,9 @@
  * Checks: X.509 handshake (the client verifies the server as "localhost")
  * and 256 KiB each way, with small server reads that must drain
  * pcd_tls_pending(); close_notify reaching the client; PSK likewise with
- * the username as peer; --tls-verify-peer passing a good client
+ * the username as peer; a client hanging up after the handshake reads as
+ * end of stream, and pcd_tls_error says whether it sent close_notify;
+ * --tls-verify-peer passing a good client
  * certificate (peer = its DN) and refusing none, an untrusted one and a
  * revoked one; a wrong PSK and an unknown PSK user refused; and
  * pcd_tls_creds_load's errors: exactly one of dir/psk, missing and
@@ -30,6 +32,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -200,6 +203,10 @@ struct client {
   int fd;
   const char *psk_user, *psk_key;       /* PSK, or NULL: X.509 */
   const char *cert, *key;               /* client certificate, optional */
+  atomic_bool send_blocked;             /* the server saw -EAGAIN */
+  int hangup;                           /* after the handshake: */
+#define HANGUP_ABRUPT 1                 /* close the socket */
+#define HANGUP_CLEAN 2                  /* close_notify, then close */
   /* out */
   int handshake;                        /* GnuTLS code */
   bool data_ok;                         /* received and sent XFER */
@@ -260,7 +267,16 @@ client_main (void *arg)
     goto out;
   }
 
-  /* The server sends XFER bytes of pattern 1; we send back pattern 2. */
+  if (c->hangup == HANGUP_CLEAN)
+    gnutls_bye (s, GNUTLS_SHUT_WR);
+  if (c->hangup)
+    goto out;
+
+  /* The server sends XFER bytes of pattern 1; we send back pattern 2.
+   * Read nothing until its sends fill the socket (or 2 s): then a send
+   * returned -EAGAIN, whatever the scheduling. */
+  for (i = 0; i < 2000 && !atomic_load (&c->send_blocked); i++)
+    usleep (1000);
   while (got < XFER) {
     n = gnutls_record_recv (s, buf + got, XFER - got);
     if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
@@ -317,6 +333,7 @@ struct result {
   size_t pending_seen;          /* receives served from pcd_tls_pending */
   size_t send_eagain;           /* sends that returned -EAGAIN */
   char peer[256];
+  ssize_t eof;                  /* with client.hangup: the last recv */
   struct client client;
 };
 
@@ -347,6 +364,7 @@ serve (struct pcd_tls_session *s, int fd, struct result *r)
     n = pcd_tls_send (s, buf + done, XFER - done, &ww);
     if (n == -EAGAIN) {
       r->send_eagain++;
+      atomic_store (&r->client.send_blocked, true);
       if (!wait_fd (fd, ww, deadline))
         return;
       continue;                 /* same buffer and length */
@@ -398,6 +416,10 @@ connect_pair (struct pcd_tls_creds *creds, struct result *r)
   assert_int_equal (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
                     0);
   assert_int_equal (fcntl (sv[0], F_SETFL, O_NONBLOCK), 0);
+  /* A small send buffer: XFER cannot go out without -EAGAIN, so the
+   * retry with the same buffer and want_write are exercised. */
+  assert_int_equal (setsockopt (sv[0], SOL_SOCKET, SO_SNDBUF,
+                                &(int) { 16384 }, sizeof (int)), 0);
   r->client.fd = sv[1];
   assert_int_equal (pthread_create (&th, NULL, client_main, &r->client), 0);
 
@@ -416,12 +438,23 @@ connect_pair (struct pcd_tls_creds *creds, struct result *r)
       break;
     }
   }
-  if (r->handshake == 0) {
+  if (r->handshake == 0 && r->client.hangup) {
+    /* The end of the stream: 0, whether the client said goodbye or not;
+     * pcd_tls_error tells which. */
+    char byte;
+    do {
+      r->eof = pcd_tls_recv (s, &byte, 1, &ww);
+    } while (r->eof == -EAGAIN && wait_fd (sv[0], ww, deadline));
+    snprintf (r->err, sizeof r->err, "%s", pcd_tls_error (s));
+  }
+  else if (r->handshake == 0) {
     snprintf (r->peer, sizeof r->peer, "%s", pcd_tls_peer (s));
     serve (s, sv[0], r);
+    snprintf (r->err, sizeof r->err, "%s", pcd_tls_error (s));
   }
   pcd_tls_session_free (s);     /* close_notify */
   shutdown (sv[0], SHUT_RDWR);
+  atomic_store (&r->client.send_blocked, true);   /* stop waiting */
 
   clock_gettime (CLOCK_REALTIME, &ts);
   ts.tv_sec += 2 * DEADLINE_MS / 1000;
@@ -460,10 +493,12 @@ expect_success (const struct result *r)
              r->handshake, r->err, r->data_ok, r->client.why);
   assert_int_equal (r->handshake, 0);
   assert_int_equal (r->client.handshake, 0);
+  assert_string_equal (r->err, "");     /* no record error */
   assert_true (r->data_ok);
   assert_true (r->client.data_ok);
   assert_true (r->client.eof_ok);
   assert_true (r->pending_seen > 0);
+  assert_true (r->send_eagain > 0);
 }
 
 /* The server must refuse the handshake with WANT (-errno) and an error
@@ -581,6 +616,33 @@ test_psk_unknown_user (void **state)
 
   connect_pair (c, &r);
   expect_refused (&r, -EPROTO, "unknown PSK username \"mallory?\"");
+  pcd_tls_creds_free (c);
+}
+
+/* The client hangs up after the handshake: with close_notify, or not. */
+static void
+test_hangup (void **state)
+{
+  struct pcd_tls_creds *c = load_ok (NULL, path ("keys.psk"), false);
+  char line[1200];
+  struct result r = { .client = {
+      .psk_user = "alice", .hangup = HANGUP_CLEAN,
+      .psk_key = psk_key_of (path ("keys.psk"), line, sizeof line) } };
+
+  connect_pair (c, &r);
+  assert_int_equal (r.handshake, 0);
+  assert_int_equal (r.eof, 0);
+  assert_string_equal (r.err, "");
+
+  memset (&r, 0, sizeof r);
+  r.client.psk_user = "alice";
+  r.client.psk_key = line + strlen ("alice:");
+  r.client.hangup = HANGUP_ABRUPT;
+  connect_pair (c, &r);
+  assert_int_equal (r.handshake, 0);
+  assert_int_equal (r.eof, 0);
+  fprintf (stderr, "  abrupt hang-up: %s\n", r.err);
+  assert_non_null (strstr (r.err, "non-properly terminated"));
   pcd_tls_creds_free (c);
 }
 
@@ -761,6 +823,7 @@ main (void)
     cmocka_unit_test (test_psk),
     cmocka_unit_test (test_psk_wrong_key),
     cmocka_unit_test (test_psk_unknown_user),
+    cmocka_unit_test (test_hangup),
     cmocka_unit_test (test_config),
     cmocka_unit_test (test_x509_errors),
     cmocka_unit_test (test_psk_errors),
