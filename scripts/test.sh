@@ -20,14 +20,20 @@ done
 count () { sed -n "s/^# $1: *//p" "$log" | head -n1; }
 pass=$(count PASS); skip=$(count SKIP); xfail=$(count XFAIL)
 fail=$(count FAIL); xpass=$(count XPASS); error=$(count ERROR)
-grep -h '^SKIP' tests/*.trs 2>/dev/null | head -n 20 || :
+# Name every test that did not plainly pass or fail: skipped, expected
+# failures (XFAIL: known bugs of a dependency, e.g. nbdkit < 1.33.10 in
+# tests/test-dying-client.sh) and unexpected passes (XPASS, counted failed).
 for f in tests/*.trs; do
-  grep -q '^:test-result: SKIP' "$f" && echo "skipped: ${f%.trs}"
+  for r in SKIP XFAIL XPASS; do
+    grep -q "^:test-result: $r" "$f" || continue
+    echo "$(tr A-Z a-z <<< "$r"): ${f%.trs}"
+    [ "$r" = SKIP ] || grep -h "KNOWN FAILURE" "${f%.trs}.log" | head -n 3 || :
+  done
 done
 passed=$(( ${pass:-0} + ${xfail:-0} ))
 failed=$(( ${fail:-0} + ${xpass:-0} + ${error:-0} ))
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 echo "tests took $(( $(date +%s) - start )) s (including install and build);" \
-     "${skip:-0} skipped"
+     "${skip:-0} skipped, ${xfail:-0} expected failures (counted passed)"
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

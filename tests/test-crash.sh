@@ -19,7 +19,7 @@ rounds=${CRASH_ROUNDS:-20}
 blocks=0
 
 for ((round = 1; round <= rounds; round++)); do
-    start_nbdkit "$sock" "$PLUGIN" pool="$pool" size=16M block-size=4K
+    start_punchcache "$sock" pool="$pool" size=16M block-size=4K
     "$client" load "$sock" "$tmp/state" --conns 4 --blocks 32 --seconds 20 \
         > "$tmp/load.out" &
     load_pid=$!
@@ -27,7 +27,7 @@ for ((round = 1; round <= rounds; round++)); do
     kill -9 "$nbdkit_pid"
     wait "$nbdkit_pid" 2>/dev/null || :
     wait "$load_pid" || fail "round $round: load client failed"
-    start_nbdkit "$sock" "$PLUGIN" pool="$pool"
+    start_punchcache "$sock" pool="$pool"
     "$client" verify "$sock" "$tmp/state" > "$tmp/verify.out" ||
         { cat "$tmp/verify.out"; fail "round $round: verification failed"; }
     stop_nbdkit

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Description: plugin parameters (SPEC §5, §3 "bad input"): --help names
-# every key; each bad parameter makes nbdkit refuse to start with a clear
-# message naming the problem, never a crash, and good ones start.
+# every key; each bad parameter makes the server (either front-end) refuse
+# to start with a clear message naming the problem, never a crash, and good
+# ones start.
 #
 # Teeth: with the start-up check of stats=PATH removed (lib/store.c writes
 # the statistics once in pc_pool_open), the stats=/nonexistent case started
@@ -11,28 +12,13 @@ source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 pool=$tmp/pool
 
-# expect_fail MESSAGE-REGEX PARAMS...: nbdkit must exit non-zero without a
-# signal, and print MESSAGE-REGEX.
-expect_fail () {
-    local want=$1 rc=0; shift
-    timeout -k 5 60 "$NBDKIT" -U - "$PLUGIN" "$@" --run true \
-        >"$tmp/out" 2>&1 || rc=$?
-    if [ "$rc" = 0 ]; then cat "$tmp/out"; fail "started with: $*"; fi
-    if [ "$rc" -ge 124 ]; then cat "$tmp/out"; fail "crashed or hung (exit $rc) with: $*"; fi
-    grep -qE "$want" "$tmp/out" ||
-        { cat "$tmp/out"; fail "no message matching '$want' for: $*"; }
-    echo "refused as expected: $* -> $(grep -E "$want" "$tmp/out" | head -n1)"
-}
-
-expect_ok () {
-    timeout -k 5 60 "$NBDKIT" -U - "$PLUGIN" "$@" --run true >"$tmp/out" 2>&1 ||
-        { cat "$tmp/out"; fail "did not start with: $*"; }
-}
+expect_fail () { punchcache_refuses "$@"; }
+expect_ok () { punchcache_starts "$@"; }
 
 echo "== --help documents every key"
-"$NBDKIT" "$PLUGIN" --help >"$tmp/help"
+punchcache_help >"$tmp/help"
 for key in pool size block-size volume cache direct io stats; do
-    grep -qE "^$key=" "$tmp/help" || fail "--help does not document $key="
+    grep -qE "^[[:space:]]*$key=" "$tmp/help" || fail "--help does not document $key="
 done
 
 echo "== bad parameters"

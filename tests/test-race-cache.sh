@@ -38,15 +38,15 @@ run () {   # run UNSAFE CACHE VOLUMES CLIENT-ARGS...
     local unsafe=$1 cache=$2 vols=$3 rc
     shift 3
     rm -f "$pool" "$stats"
-    start_nbdkit "$sock" -D punchcache.fill_delay_us=5000 \
-        -D punchcache.unsafe_no_invalidate_lock="$unsafe" "$PLUGIN" \
+    start_punchcache "$sock" -D punchcache.fill_delay_us=5000 \
+        -D punchcache.unsafe_no_invalidate_lock="$unsafe" \
         pool="$pool" size=64M block-size=4K volume=a:1M volume=b:1M \
         cache="$cache" stats="$stats"
     rc=0
     "$client" --volumes "$vols" --seconds 5 --blocks 64 --block-size 4096 \
         --writers 1 --readers 4 "$@" "$sock" || rc=$?
     stop_nbdkit                        # writes the final statistics
-    [ -s "$stats" ] || fail "no statistics file after nbdkit exited"
+    [ -s "$stats" ] || fail "no statistics file after the server exited"
     jq -c '.cache | {enabled, hits, misses, fills, fills_discarded, punched,
                      punch_fill_overlaps}' "$stats"
     return $rc

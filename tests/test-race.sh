@@ -37,9 +37,9 @@ sock=$tmp/sock
 params=(pool=$pool size=64M block-size=4K volume=a:1M volume=b:1M)
 
 run () {   # run UNSAFE FAIL_EVERY CLIENT-ARGS...
-    start_nbdkit "$sock" -D punchcache.race_delay_us=10000 \
+    start_punchcache "$sock" -D punchcache.race_delay_us=10000 \
         -D punchcache.unsafe_no_invalidate_lock="$1" \
-        -D punchcache.fail_write_every="$2" "$PLUGIN" "${params[@]}"
+        -D punchcache.fail_write_every="$2" "${params[@]}"
     shift 2
     "$client" --seconds 6 --blocks 64 --block-size 4096 "$@" "$sock"
     local rc=$?
