@@ -18,7 +18,8 @@
  *    memory (wiped on free) and a GnuTLS callback looks a username up.
  *  - The priority string is GnuTLS's "NORMAL" (the system's policy), plus,
  *    for PSK, the PSK key exchanges NORMAL leaves out: ECDHE-PSK and
- *    DHE-PSK (forward secrecy) and plain PSK, as nbdkit and qemu enable.
+ *    DHE-PSK (forward secrecy) and plain PSK: the string libnbd's client
+ *    and qemu use, so every NBD client that speaks PSK finds a common suite.
  *  - The session is non-blocking: the fd is given to GnuTLS
  *    (gnutls_transport_set_int) and every GNUTLS_E_AGAIN becomes -EAGAIN
  *    with *want_write from gnutls_record_get_direction(), so the caller
