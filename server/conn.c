@@ -74,8 +74,10 @@ struct outbuf {
   struct outbuf *next;
   uint8_t hdr[32];
   uint32_t hdrlen;
-  uint8_t *data;                 /* owned: freed when sent */
+  uint8_t *data;                 /* sent after hdr */
   size_t datalen;
+  uint8_t *to_free;              /* freed when sent (data, or NULL when the
+                                  * data is a slice another chunk frees) */
   size_t off;                    /* bytes of hdr+data already sent */
 };
 
@@ -180,7 +182,7 @@ conn_free (struct pcd_conn *c)
   ev_io_stop (c->loop->ev, &c->ww);
   for (o = c->out_head; o; o = on) {
     on = o->next;
-    free (o->data);
+    free (o->to_free);
     free (o);
   }
   if (c->tls)
@@ -244,7 +246,7 @@ out_new (struct pcd_conn *c, uint32_t hdrlen, uint8_t *data, size_t datalen)
     return NULL;
   }
   o->hdrlen = hdrlen;
-  o->data = data;
+  o->data = o->to_free = data;
   o->datalen = datalen;
   return o;
 }
@@ -255,7 +257,7 @@ out_queue (struct pcd_conn *c, struct outbuf *o)
   if (o == NULL)
     return;
   if (c->broken) {                /* C2 */
-    free (o->data);
+    free (o->to_free);
     free (o);
     return;
   }
@@ -336,7 +338,7 @@ conn_flush (struct pcd_conn *c)
       r -= (ssize_t) left;
       c->out_head = o->next;
       if (c->out_head == NULL) c->out_tail = NULL;
-      free (o->data);
+      free (o->to_free);
       free (o);
     }
   }
@@ -654,26 +656,91 @@ error_reply (struct pcd_conn *c, const struct pcd_request *r, uint32_t error,
   out_queue (c, o);
 }
 
+/* Structured READ replies: runs of whole zero 4 KiB pages (aligned to the
+ * export) go as OFFSET_HOLE chunks, the rest as OFFSET_DATA chunks, unless
+ * the client set DF or the read is small (one chunk is cheaper than the
+ * scan).  The chunks share the read's buffer; the last one frees it. */
+#define SPARSE_MIN (64u * 1024)
+#define ZPAGE 4096u
+
+static bool
+page_is_zero (const uint8_t *p, size_t n)
+{
+  const uint64_t *w = (const uint64_t *) p;
+  size_t i;
+
+  for (i = 0; i < n / 8; i++)
+    if (w[i]) return false;
+  for (i = n & ~(size_t) 7; i < n; i++)
+    if (p[i]) return false;
+  return true;
+}
+
+/* Queue one chunk of a READ reply: [pos, pos+len) of buf. */
+static void
+read_chunk (struct pcd_conn *c, const struct pcd_creq *cr, uint8_t *buf,
+            uint32_t pos, uint32_t len, bool hole, bool last)
+{
+  uint16_t flags = last ? NBD_REPLY_FLAG_DONE : 0;
+  struct outbuf *o = out_new (c, PCD_CHUNK_HEADER_SIZE + (hole ? 12 : 8),
+                              hole ? NULL : buf + pos, hole ? 0 : len);
+
+  if (o == NULL) {
+    if (last) free (buf);
+    return;
+  }
+  o->to_free = last ? buf : NULL;
+  if (hole) {
+    pcd_encode_chunk_header (o->hdr, cr->nbd.cookie, flags,
+                             NBD_REPLY_TYPE_OFFSET_HOLE, 12);
+    pcd_encode_offset_hole (o->hdr + PCD_CHUNK_HEADER_SIZE,
+                            cr->nbd.offset + pos, len);
+  }
+  else {
+    pcd_encode_chunk_header (o->hdr, cr->nbd.cookie, flags,
+                             NBD_REPLY_TYPE_OFFSET_DATA, len + 8);
+    pcd_put64 (o->hdr + PCD_CHUNK_HEADER_SIZE, cr->nbd.offset + pos);
+  }
+  out_queue (c, o);
+}
+
 static void
 read_reply (struct pcd_conn *c, struct pcd_creq *cr)
 {
-  struct outbuf *o;
-  uint32_t n = cr->nbd.count;
+  uint8_t *buf = cr->buf;
+  uint32_t n = cr->nbd.count, pos = 0, end;
+  bool hole;
 
+  cr->buf = NULL;                               /* the chunks own it now */
   if (!c->caps.structured) {
-    simple_reply (c, cr->nbd.cookie, 0, cr->buf, n);
-    cr->buf = NULL;
+    simple_reply (c, cr->nbd.cookie, 0, buf, n);
     return;
   }
-  if ((o = out_new (c, PCD_CHUNK_HEADER_SIZE + 8, cr->buf, n)) == NULL) {
-    cr->buf = NULL;
+  if (n < SPARSE_MIN || (cr->nbd.flags & NBD_CMD_FLAG_DF)) {
+    read_chunk (c, cr, buf, 0, n, false, true);
     return;
   }
-  cr->buf = NULL;
-  pcd_encode_chunk_header (o->hdr, cr->nbd.cookie, NBD_REPLY_FLAG_DONE,
-                           NBD_REPLY_TYPE_OFFSET_DATA, n + 8);
-  pcd_put64 (o->hdr + PCD_CHUNK_HEADER_SIZE, cr->nbd.offset);
-  out_queue (c, o);
+  while (pos < n && !c->broken) {
+    /* The run starting at pos: page by page, pages aligned to the export
+     * (the first and last may be partial; partial pages count as data). */
+    end = pos;
+    hole = false;
+    for (;;) {
+      uint64_t off = cr->nbd.offset + end;
+      uint32_t step = ZPAGE - (uint32_t) (off % ZPAGE);
+      bool z;
+      if (step > n - end) step = n - end;
+      z = step == ZPAGE && page_is_zero (buf + end, ZPAGE);
+      if (end == pos) hole = z;
+      else if (z != hole) break;
+      end += step;
+      if (end == n) break;
+    }
+    read_chunk (c, cr, buf, pos, end - pos, hole, end == n);
+    pos = end;
+  }
+  if (c->broken && pos < n)
+    free (buf);                                 /* the last chunk never went */
 }
 
 static void

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Description: punchcached's TLS as real clients use it, with credentials
-# made by certtool and psktool:
+# Description: TLS as real clients use it, with credentials made by
+# certtool and psktool, against both front-ends (punchcached's own GnuTLS
+# code, and nbdkit's TLS in front of the plugin -- the same flags):
 #  - X.509 (--tls=require --tls-certificates=DIR): nbdinfo over
 #    nbds+unix:// says the connection uses TLS; a write/read round trip
 #    with nbdsh (TLS_REQUIRE, a certificates directory); a plaintext client
@@ -21,13 +22,6 @@ requires nbdinfo --version
 requires certtool --version
 requires psktool --version
 
-: "${PUNCHCACHED:=$top_builddir/server/punchcached}"
-[ -x "$PUNCHCACHED" ] || skip "punchcached not built ($PUNCHCACHED)"
-
-# start_pcd SOCK ARGS...: punchcached in the foreground on SOCK; it takes
-# nbdkit's flags, so functions.sh's start_nbdkit/stop_nbdkit drive it.
-start_pcd () { NBDKIT=$PUNCHCACHED start_nbdkit "$@"; }
-stop_pcd () { stop_nbdkit; }
 
 # ---- credentials ----
 ct () { certtool --key-type=ecdsa "$@" </dev/null >>"$tmp/certtool.log" 2>&1 ||
@@ -112,7 +106,7 @@ suri="nbds+unix:///main?socket=$sock"
 
 # ---- X.509, --tls=require ----
 rm -f "$tmp/pool"
-start_pcd "$sock" --tls=require --tls-certificates="$tmp/server" "${pool[@]}"
+start_punchcache "$sock" --tls=require --tls-certificates="$tmp/server" "${pool[@]}"
 timeout 60 nbdinfo --is tls "$suri&tls-certificates=$tmp/client" ||
     fail "nbdinfo: X.509 connection not using TLS"
 timeout 60 nbdinfo "$suri&tls-certificates=$tmp/nocert" >/dev/null ||
@@ -122,18 +116,18 @@ refused "h.set_tls(nbd.TLS_DISABLE)" "plaintext under --tls=require"
 if timeout 60 nbdinfo "$uri" >/dev/null 2>&1; then
     fail "nbdinfo: plaintext client let in under --tls=require"
 fi
-stop_pcd
+stop_nbdkit
 
 # ---- X.509, --tls-verify-peer ----
-start_pcd "$sock" --tls=require --tls-certificates="$tmp/server" \
+start_punchcache "$sock" --tls=require --tls-certificates="$tmp/server" \
     --tls-verify-peer "${pool[@]}"
 roundtrip x509-verified "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates('$tmp/client')"
 refused "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates('$tmp/nocert')" \
     "no client certificate under --tls-verify-peer"
-stop_pcd
+stop_nbdkit
 
 # ---- PSK, --tls=require ----
-start_pcd "$sock" --tls=require --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
+start_punchcache "$sock" --tls=require --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
 timeout 60 nbdinfo --is tls \
     "nbds+unix://alice@/main?socket=$sock&tls-psk-file=$tmp/psk/keys.psk" ||
     fail "nbdinfo: PSK connection not using TLS"
@@ -151,14 +145,14 @@ if command -v qemu-img >/dev/null; then
     grep -q "virtual size: 16 MiB" "$tmp/qemu.out" ||
         { cat "$tmp/qemu.out"; fail "qemu-img info: wrong size"; }
 fi
-stop_pcd
+stop_nbdkit
 
 # ---- --tls=on: both ----
-start_pcd "$sock" --tls=on --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
+start_punchcache "$sock" --tls=on --tls-psk="$tmp/psk/keys.psk" "${pool[@]}"
 WANT_TLS=0 roundtrip plain-on "h.set_tls(nbd.TLS_DISABLE)"
 roundtrip psk-on "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_username('alice'); h.set_tls_psk_file('$tmp/psk/keys.psk')"
 if timeout 60 nbdinfo --is tls "$uri"; then
     fail "nbdinfo: a plaintext URI reports TLS"
 fi
-stop_pcd
+stop_nbdkit
 echo "tls ok"
