@@ -39,7 +39,29 @@
  *
  * Entry states: FREE (on the shard's free list), PENDING (reserved by a
  * fill: in the hash, in no queue, never evicted), VALID (in the hash and in
- * exactly one queue).
+ * exactly one queue).  A VALID page is clean (in the small or main FIFO,
+ * evictable) or dirty (write-back, SPEC §1): then it is in the shard's
+ * dirty list, or, while a write-back has collected it, in the shard's
+ * write-back list -- in neither FIFO, so eviction never sees it (I12).
+ *
+ * The life of a page under write-back (lib/core/writeback.c drives it):
+ *
+ *   clean --pc_cache_write--> dirty --wb_collect--> under write-back
+ *     ^                         ^  \                 |   |   |
+ *     |                         |   pc_cache_write:   |   |   | wb_end(ok),
+ *     |                         |   stays dirty       |   |   | not rewritten
+ *     |                         +--- wb_end(failed) --+   |   v
+ *     |                         +--- wb_end(ok), rewritten +  clean
+ *     +------------------------------------------------------+
+ *   any VALID state --pc_cache_punch / drop_slot--> FREE (data dropped:
+ *   the caller's exclusive invalidate lock makes that the punch's effect)
+ *
+ * A dirty page remembers dseq, the write sequence number that first made
+ * it dirty since it was last clean; a FLUSH that started at sequence S
+ * covers every page with dseq <= S.  A page rewritten while under
+ * write-back remembers the rewrite's number (rseq) and stays dirty after
+ * the write-back with dseq = rseq: what the write-back wrote may predate
+ * the rewrite.
  *
  * Invariants:
  *  C1 (budget) page buffers + entries + buckets + ghost slots <= budget
@@ -60,6 +82,13 @@
  *     race test relies on this to show that the lock is what protects).
  *  C5 A PENDING entry is only freed by the fill_end of its own ticket, so
  *     a fill's buffer stays valid until then.
+ *  C6 (I12) A dirty page is never evicted and never dropped except by a
+ *     punch or a slot drop: eviction only takes clean pages from the
+ *     FIFOs; pc_cache_invalidate (write-through writes) never meets a
+ *     dirty page, since writes go through the cache in write-back mode.
+ *  C7 ndirty counts the dirty pages (in the dirty and write-back lists);
+ *     a page is in the write-back list only between wb_collect and
+ *     wb_end, and only one write-back holds it.
  *
  * Locks: one mutex per shard, a leaf (lib/LOCKING): nothing else is taken
  * under it and it is never held across I/O.  The per-slot page counts are
@@ -82,11 +111,13 @@
 #define FREQ_MAX 3
 
 enum { E_FREE = 0, E_PENDING, E_VALID };
-enum { Q_NONE = 0, Q_SMALL, Q_MAIN };
+enum { Q_NONE = 0, Q_SMALL, Q_MAIN, Q_DIRTY, Q_WB };
 
 struct entry {
   uint64_t key;
   uint64_t gen;
+  uint64_t dseq;                /* dirty: write sequence that dirtied it */
+  uint64_t rseq;                /* under write-back: rewritten at (0: no) */
   uint32_t hnext;               /* hash chain */
   uint32_t prev, next;          /* queue (or free list: next only) */
   uint8_t state, queue, freq;
@@ -104,6 +135,7 @@ struct shard {
   uint32_t bmask;
   uint32_t free_head;
   struct queue small, main;
+  struct queue dirty, wb;       /* dirty pages; those under write-back */
   uint32_t small_target;
   uint64_t *ghost;              /* fingerprint << 32 | insertion stamp */
   uint32_t gmask, gclock;
@@ -113,6 +145,7 @@ struct shard {
   uint64_t hits, misses, fills, fills_discarded, fills_unreserved;
   uint64_t evictions, invalidations, punched, punch_fill_overlaps;
   uint64_t ghost_hits;
+  uint64_t dirtied, cleaned, wb_failed, dirty_punched;
 } __attribute__ ((aligned (64)));
 
 struct pc_cache {
@@ -125,6 +158,7 @@ struct pc_cache {
   size_t slab_bytes;
   struct shard *shards;
   uint32_t *slot_pages;         /* atomic: PENDING + VALID entries per slot */
+  uint64_t ndirty;              /* atomic: dirty pages (C7) */
 };
 
 /* Bytes of budget one page costs at least: buffer, entry, bucket, two ghost
@@ -193,7 +227,12 @@ q_remove (struct pc_cache *c, struct queue *q, uint32_t idx)
 static struct queue *
 queue_of (struct shard *s, const struct entry *e)
 {
-  return e->queue == Q_SMALL ? &s->small : &s->main;
+  switch (e->queue) {
+  case Q_SMALL: return &s->small;
+  case Q_DIRTY: return &s->dirty;
+  case Q_WB: return &s->wb;
+  default: return &s->main;
+  }
 }
 
 /* ---- hash ---- */
@@ -280,10 +319,18 @@ free_entry (struct pc_cache *c, struct shard *s, uint32_t idx)
   s->free_head = idx;
 }
 
+static bool
+is_dirty (const struct entry *e)
+{
+  return e->queue == Q_DIRTY || e->queue == Q_WB;
+}
+
 /* Remove a VALID entry from its queue and free it. */
 static void
 drop_valid (struct pc_cache *c, struct shard *s, uint32_t idx)
 {
+  if (is_dirty (&c->entries[idx]))
+    __atomic_sub_fetch (&c->ndirty, 1, __ATOMIC_RELAXED);
   q_remove (c, queue_of (s, &c->entries[idx]), idx);
   free_entry (c, s, idx);
 }
@@ -424,6 +471,7 @@ shard_init (struct pc_cache *c, struct shard *s, uint32_t base, uint32_t n)
     return -ENOMEM;
   memset (s->buckets, 0xff, sizeof *s->buckets * nb);
   s->small.head = s->small.tail = s->main.head = s->main.tail = NIL;
+  s->dirty.head = s->dirty.tail = s->wb.head = s->wb.tail = NIL;
   s->small_target = n / 10 ? n / 10 : 1;
   s->next_gen = 1;
   s->free_head = NIL;
@@ -655,6 +703,7 @@ drop_entry (struct pc_cache *c, struct shard *s, uint32_t idx,
   struct entry *e = &c->entries[idx];
 
   if (e->state == E_VALID) {
+    if (mode == DROP_PUNCH && is_dirty (e)) s->dirty_punched++;
     drop_valid (c, s, idx);
     if (mode == DROP_PUNCH) s->punched++;
     else s->invalidations++;
@@ -728,6 +777,217 @@ pc_cache_drop_slot (struct pc_cache *c, unsigned slot)
              DROP_SLOT);
 }
 
+/* ---- write-back: dirty pages ---- */
+
+/* Make VALID entry idx dirty (from clean: leave its FIFO). */
+static void
+make_dirty (struct pc_cache *c, struct shard *s, uint32_t idx, uint64_t seq)
+{
+  struct entry *e = &c->entries[idx];
+
+  if (e->queue == Q_WB) {                        /* rewritten under wb */
+    if (e->rseq == 0) e->rseq = seq;
+    return;
+  }
+  if (e->queue == Q_DIRTY)
+    return;
+  if (e->queue != Q_NONE)
+    q_remove (c, queue_of (s, e), idx);
+  e->dseq = seq;
+  e->rseq = 0;
+  q_push_head (c, &s->dirty, idx, Q_DIRTY);
+  __atomic_add_fetch (&c->ndirty, 1, __ATOMIC_RELAXED);
+  s->dirtied++;
+}
+
+int
+pc_cache_write (struct pc_cache *c, uint64_t key, const void *src,
+                uint32_t off, uint32_t len, const void *base, uint64_t seq)
+{
+  uint64_t h;
+  struct shard *s;
+  uint32_t idx;
+  struct entry *e;
+
+  if (c == NULL) return -ENOSPC;
+  h = mix (key);
+  s = shard_of (c, h);
+  pthread_mutex_lock (&s->mutex);
+  idx = lookup (c, s, key, h);
+  if (idx != NIL && c->entries[idx].state == E_PENDING) {
+    pthread_mutex_unlock (&s->mutex);
+    return -EAGAIN;                              /* a fill: wait for it */
+  }
+  if (idx == NIL) {
+    if (base == NULL && (off != 0 || len != PC_CACHE_PAGE)) {
+      pthread_mutex_unlock (&s->mutex);
+      return -ENOENT;                            /* need the page's bytes */
+    }
+    if ((idx = alloc_entry (c, s)) == NIL) {
+      pthread_mutex_unlock (&s->mutex);
+      return -ENOSPC;                            /* all dirty: write back */
+    }
+    e = &c->entries[idx];
+    e->key = key;
+    e->state = E_VALID;
+    e->queue = Q_NONE;
+    e->freq = 0;
+    e->gen = s->next_gen++;
+    hash_insert (c, s, idx, h);
+    __atomic_add_fetch (&c->slot_pages[key_slot (key)], 1, __ATOMIC_RELAXED);
+    if (base)
+      memcpy (page_buf (c, idx), base, PC_CACHE_PAGE);
+  }
+  memcpy (page_buf (c, idx) + off, src, len);
+  make_dirty (c, s, idx, seq);
+  pthread_mutex_unlock (&s->mutex);
+  return 0;
+}
+
+void
+pc_cache_zero_part (struct pc_cache *c, uint64_t key, uint32_t off,
+                    uint32_t len)
+{
+  uint64_t h;
+  struct shard *s;
+  uint32_t idx;
+
+  if (c == NULL) return;
+  h = mix (key);
+  s = shard_of (c, h);
+  pthread_mutex_lock (&s->mutex);
+  idx = lookup (c, s, key, h);
+  if (idx != NIL && c->entries[idx].state == E_VALID)
+    memset (page_buf (c, idx) + off, 0, len);
+  else if (idx != NIL)
+    s->punch_fill_overlaps++;                   /* C4, as punch */
+  pthread_mutex_unlock (&s->mutex);
+}
+
+uint64_t
+pc_cache_dirty_pages (struct pc_cache *c)
+{
+  return c ? __atomic_load_n (&c->ndirty, __ATOMIC_RELAXED) : 0;
+}
+
+static int
+key_cmp (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+unsigned
+pc_cache_wb_collect (struct pc_cache *c, uint64_t upto, uint64_t *keys,
+                     unsigned max)
+{
+  unsigned n = 0;
+
+  if (c == NULL) return 0;
+  for (unsigned i = 0; i < c->nshards && n < max; i++) {
+    struct shard *s = &c->shards[i];
+    uint32_t idx, prev;
+    pthread_mutex_lock (&s->mutex);
+    for (idx = s->dirty.tail; idx != NIL && n < max; idx = prev) {
+      struct entry *e = &c->entries[idx];
+      prev = e->prev;                            /* oldest first */
+      if (e->dseq > upto) continue;
+      q_remove (c, &s->dirty, idx);
+      e->rseq = 0;
+      q_push_head (c, &s->wb, idx, Q_WB);
+      keys[n++] = e->key;
+    }
+    pthread_mutex_unlock (&s->mutex);
+  }
+  qsort (keys, n, sizeof *keys, key_cmp);
+  return n;
+}
+
+bool
+pc_cache_wb_copy (struct pc_cache *c, uint64_t key, void *dst)
+{
+  uint64_t h = mix (key);
+  struct shard *s = shard_of (c, h);
+  uint32_t idx;
+  bool ok;
+
+  pthread_mutex_lock (&s->mutex);
+  idx = lookup (c, s, key, h);
+  ok = idx != NIL && c->entries[idx].queue == Q_WB;
+  if (ok)
+    memcpy (dst, page_buf (c, idx), PC_CACHE_PAGE);
+  pthread_mutex_unlock (&s->mutex);
+  return ok;
+}
+
+void
+pc_cache_wb_end (struct pc_cache *c, uint64_t key, bool ok)
+{
+  uint64_t h = mix (key);
+  struct shard *s = shard_of (c, h);
+  uint32_t idx;
+  struct entry *e;
+
+  pthread_mutex_lock (&s->mutex);
+  idx = lookup (c, s, key, h);
+  if (idx == NIL || c->entries[idx].queue != Q_WB) {
+    pthread_mutex_unlock (&s->mutex);            /* punched meanwhile */
+    return;
+  }
+  e = &c->entries[idx];
+  q_remove (c, &s->wb, idx);
+  if (ok && e->rseq == 0) {                      /* clean now */
+    __atomic_sub_fetch (&c->ndirty, 1, __ATOMIC_RELAXED);
+    s->cleaned++;
+    admit (c, s, idx, h);
+  }
+  else {
+    if (ok) e->dseq = e->rseq;                   /* rewritten meanwhile */
+    else s->wb_failed++;
+    e->rseq = 0;
+    q_push_head (c, &s->dirty, idx, Q_DIRTY);
+  }
+  pthread_mutex_unlock (&s->mutex);
+}
+
+uint64_t
+pc_cache_oldest_dirty (struct pc_cache *c)
+{
+  uint64_t min = UINT64_MAX;
+
+  if (c == NULL || pc_cache_dirty_pages (c) == 0) return min;
+  for (unsigned i = 0; i < c->nshards; i++) {
+    struct shard *s = &c->shards[i];
+    pthread_mutex_lock (&s->mutex);
+    for (uint32_t idx = s->dirty.head; idx != NIL; idx = c->entries[idx].next)
+      if (c->entries[idx].dseq < min) min = c->entries[idx].dseq;
+    for (uint32_t idx = s->wb.head; idx != NIL; idx = c->entries[idx].next)
+      if (c->entries[idx].dseq < min) min = c->entries[idx].dseq;
+    pthread_mutex_unlock (&s->mutex);
+  }
+  return min;
+}
+
+bool
+pc_cache_has_dirty (struct pc_cache *c, uint64_t key, uint64_t n)
+{
+  if (c == NULL || n == 0 || pc_cache_dirty_pages (c) == 0 ||
+      !slot_has_pages (c, key_slot (key)))
+    return false;
+  for (uint64_t k = key; k < key + n; k++) {
+    uint64_t h = mix (k);
+    struct shard *s = shard_of (c, h);
+    uint32_t idx;
+    bool d;
+    pthread_mutex_lock (&s->mutex);
+    idx = lookup (c, s, k, h);
+    d = idx != NIL && is_dirty (&c->entries[idx]);
+    pthread_mutex_unlock (&s->mutex);
+    if (d) return true;
+  }
+  return false;
+}
+
 /* ---- statistics and verification ---- */
 
 void
@@ -743,7 +1003,13 @@ pc_cache_get_stats (struct pc_cache *c, struct pc_cache_stats *st)
   for (unsigned i = 0; i < c->nshards; i++) {
     struct shard *s = &c->shards[i];
     pthread_mutex_lock (&s->mutex);
-    st->pages += s->small.size + s->main.size;
+    st->pages += s->small.size + s->main.size + s->dirty.size + s->wb.size;
+    st->dirty_pages += s->dirty.size + s->wb.size;
+    st->writeback_pages += s->wb.size;
+    st->dirtied += s->dirtied;
+    st->cleaned += s->cleaned;
+    st->writeback_failed += s->wb_failed;
+    st->dirty_punched += s->dirty_punched;
     st->pending += s->pending;
     st->hits += s->hits;
     st->misses += s->misses;
@@ -780,7 +1046,9 @@ verify_shard (struct pc_cache *c, struct shard *s, uint32_t *slot_count)
   uint32_t nfree = 0, nhashed = 0, npending = 0;
 
   if (verify_queue (c, s, &s->small, Q_SMALL) < 0 ||
-      verify_queue (c, s, &s->main, Q_MAIN) < 0)
+      verify_queue (c, s, &s->main, Q_MAIN) < 0 ||
+      verify_queue (c, s, &s->dirty, Q_DIRTY) < 0 ||
+      verify_queue (c, s, &s->wb, Q_WB) < 0)
     return -EUCLEAN;
   for (uint32_t i = s->free_head; i != NIL; i = c->entries[i].next)
     if (c->entries[i].state != E_FREE || ++nfree > s->n)
@@ -800,7 +1068,8 @@ verify_shard (struct pc_cache *c, struct shard *s, uint32_t *slot_count)
       slot_count[key_slot (e->key)]++;
     }
   if (nfree + nhashed != s->n || npending != s->pending ||
-      nhashed - npending != s->small.size + s->main.size)
+      nhashed - npending != s->small.size + s->main.size + s->dirty.size +
+                            s->wb.size)
     return -EUCLEAN;
   return 0;
 }
@@ -816,8 +1085,13 @@ pc_cache_verify (struct pc_cache *c)
   if (count == NULL) return -ENOMEM;
   for (unsigned i = 0; i < c->nshards; i++)
     pthread_mutex_lock (&c->shards[i].mutex);
-  for (unsigned i = 0; r == 0 && i < c->nshards; i++)
+  uint64_t nd = 0;
+  for (unsigned i = 0; r == 0 && i < c->nshards; i++) {
     r = verify_shard (c, &c->shards[i], count);
+    nd += c->shards[i].dirty.size + c->shards[i].wb.size;
+  }
+  if (r == 0 && nd != __atomic_load_n (&c->ndirty, __ATOMIC_RELAXED))
+    r = -EUCLEAN;                                /* C7 */
   for (unsigned i = 0; r == 0 && i < NSLOTS; i++)
     if (count[i] != __atomic_load_n (&c->slot_pages[i], __ATOMIC_RELAXED))
       r = -EUCLEAN;

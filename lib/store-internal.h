@@ -42,6 +42,10 @@ struct pc_vol_state {
   struct pc_blockmap *map;      /* lblock -> pblock; lock-free lookups */
   struct pc_rangelock *inval;   /* the invalidate lock (SPEC §2) */
   struct pc_rangelock *alloc_lock; /* per-block allocation exclusion (I5) */
+  /* Blocks reserved for dirty pages not yet written back (delayed
+   * allocation, writeback.c W4): lblock -> 1.  Changed under the block's
+   * allocation lock, or the invalidate lock exclusive (punches). */
+  struct pc_blockmap *resv;
 };
 
 struct pc_volume {
@@ -72,6 +76,17 @@ struct pc_pool {
   uint64_t prep_runs, prep_blocks;  /* statistics */
   unsigned prep_busy;              /* atomic: runs being taken and zeroed */
   struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
+  /* Write-back (lib/pool/writeback.c); wb NULL = write-through. */
+  struct pc_writeback *wb;
+  pthread_mutex_t resv_mutex;   /* a leaf: the reservation count */
+  uint64_t reserved;            /* blocks reserved, not yet allocated (W4) */
+  unsigned converting;          /* atomic: reservations being turned into
+                                 * blocks right now */
+  uint64_t write_seq;           /* atomic: write sequence numbers */
+  uint64_t dirty_limit;         /* pages: writers wait above this */
+  uint64_t dirty_background;    /* pages: write-back starts above this */
+  unsigned dirty_expire_ms;     /* write back pages older than this */
+  unsigned wb_fail_left;        /* atomic: debug, failures to inject */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
   const char *uring_why;        /* why batches use system calls, or NULL */
   char *stats_path;             /* opts.stats_path, owned copy */
@@ -112,6 +127,23 @@ struct pc_pool {
 /* volume.c */
 /* Give the prepared blocks back to the allocator, punched (pool close). */
 void pc_volume_release_prepared (struct pc_pool *pool);
+
+/* writeback.c */
+struct pc_writeback;
+int pc_wb_create (struct pc_pool *pool);
+int pc_wb_start (struct pc_pool *pool);       /* after fork */
+void pc_wb_destroy (struct pc_pool *pool);    /* stops; writes nothing */
+int pc_wb_flush (struct pc_pool *pool);       /* W5 */
+int pc_wb_throttle (struct pc_pool *pool, uint64_t new_pages);
+int pc_wb_make_room (struct pc_pool *pool);
+int pc_wb_reserve (struct pc_pool *pool);     /* 0 or -ENOSPC */
+void pc_wb_unreserve (struct pc_pool *pool);
+int pc_wb_take_reserved (struct pc_pool *pool, uint64_t *pb, bool *clean);
+void pc_wb_return_block (struct pc_pool *pool, uint64_t pb);
+uint64_t pc_wb_reserved (struct pc_pool *pool);
+uint64_t pc_wb_next_seq (struct pc_pool *pool);
+/* volume.c: a free block (prepared first) for write-back's allocation. */
+int pc_volume_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean);
 
 /* stats.c */
 #define PC_DEFAULT_STATS_INTERVAL_MS 2000u

@@ -342,10 +342,20 @@ pc_store_commit (struct pc_pool *pool)
   return r;
 }
 
+/* Write-back first (every page dirtied before this call, W5), then the
+ * commit that makes data and mappings durable.  A failed write-back is
+ * this flush's error even if the commit succeeds (I10). */
 int
 pc_pool_flush (struct pc_pool *pool)
 {
-  return pc_store_commit (pool);
+  int r = pc_wb_flush (pool), r2;
+  char why[256];
+
+  if (r < 0) snprintf (why, sizeof why, "%s", pc_last_error ());
+  r2 = pc_store_commit (pool);
+  if (r < 0)
+    return pc_error (r, "%s", why);
+  return r2;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -392,6 +402,8 @@ pc_pool_start (struct pc_pool *pool)
   pthread_condattr_t attr;
   int r;
 
+  if ((r = pc_wb_start (pool)) < 0)
+    return r;
   if ((pool->readonly && pool->stats_path == NULL) || pool->committer_running)
     return 0;
   pthread_condattr_init (&attr);
@@ -716,10 +728,12 @@ create_vol_state (struct pc_pool *pool, unsigned slot,
   v->size = e->size;
   v->nblocks = nblocks;
   r = pc_blockmap_create (nblocks ?: 1, &v->map);
+  if (r == 0) r = pc_blockmap_create (nblocks ?: 1, &v->resv);
   if (r == 0) r = pc_rangelock_create (&v->inval);
   if (r == 0) r = pc_rangelock_create (&v->alloc_lock);
   if (r < 0) {
     if (v->map) pc_blockmap_destroy (v->map);
+    if (v->resv) pc_blockmap_destroy (v->resv);
     if (v->inval) pc_rangelock_destroy (v->inval);
     memset (v, 0, sizeof *v);
     return pc_error (r, "out of memory for volume %s", e->name);
@@ -733,6 +747,7 @@ destroy_vol_state (struct pc_vol_state *v)
 {
   if (!v->in_use) return;
   pc_blockmap_destroy (v->map);
+  pc_blockmap_destroy (v->resv);
   pc_rangelock_destroy (v->inval);
   pc_rangelock_destroy (v->alloc_lock);
   memset (v, 0, sizeof *v);
@@ -878,6 +893,7 @@ init_mutexes (struct pc_pool *pool)
   pthread_mutex_init (&pool->prep_mutex, NULL);
   pthread_mutex_init (&pool->commit_mutex, NULL);
   pthread_mutex_init (&pool->commit_cond_mutex, NULL);
+  pthread_mutex_init (&pool->resv_mutex, NULL);
 }
 
 int
@@ -920,6 +936,7 @@ pc_store_free (struct pc_pool *pool)
   uint64_t p;
   unsigned s;
 
+  pc_wb_destroy (pool);               /* dirty pages die with the cache */
   for (s = 0; s < PC_MAX_VOLUMES; s++)
     destroy_vol_state (&pool->vols[s]);
   if (pool->pages)
@@ -938,7 +955,35 @@ pc_store_free (struct pc_pool *pool)
   pthread_mutex_destroy (&pool->prep_mutex);
   pthread_mutex_destroy (&pool->commit_mutex);
   pthread_mutex_destroy (&pool->commit_cond_mutex);
+  pthread_mutex_destroy (&pool->resv_mutex);
   free (pool);
+}
+
+#define DEFAULT_DIRTY_EXPIRE_MS 30000u
+
+/* Dirty limit: dirty= or half the cache (so clean pages keep at least
+ * half of it); write-back starts in the background at half the limit. */
+static int
+setup_writeback (struct pc_pool *pool)
+{
+  struct pc_cache_stats st;
+  uint64_t limit, want = pool->opts.dirty_bytes / PC_CACHE_PAGE;
+
+  pc_cache_get_stats (pool->cache, &st);
+  if (pool->opts.dirty_bytes &&
+      (want == 0 || want > st.capacity_pages * 9 / 10))
+    return pc_error (EINVAL, "dirty=%" PRIu64 " must be at least 4K and at "
+                     "most 90%% of the cache's pages (%" PRIu64 " bytes)",
+                     pool->opts.dirty_bytes,
+                     st.capacity_pages * 9 / 10 * PC_CACHE_PAGE);
+  if (st.capacity_pages < 8)
+    return 0;                   /* too small to hold dirty data: write-through */
+  limit = want ? want : st.capacity_pages / 2;
+  pool->dirty_limit = limit;
+  pool->dirty_background = limit / 2 ? limit / 2 : 1;
+  pool->dirty_expire_ms = pool->opts.dirty_expire_ms ?: DEFAULT_DIRTY_EXPIRE_MS;
+  pool->wb_fail_left = pool->opts.fail_writeback;
+  return pc_wb_create (pool);
 }
 
 int
@@ -966,6 +1011,8 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
                   ? "cache budget of %" PRIu64 " bytes is too small (minimum "
                     "%u)" : "cannot allocate a cache of %" PRIu64 " bytes "
                   "(minimum %u)", pool->opts.cache_bytes, 2 * PC_CACHE_PAGE);
+  if (r == 0 && pool->opts.writeback && pool->cache && !pool->readonly)
+    r = setup_writeback (pool);
   if (r == 0 && opts && opts->stats_path &&
       (pool->stats_path = strdup (opts->stats_path)) == NULL)
     r = pc_error (ENOMEM, "out of memory");
@@ -994,8 +1041,11 @@ pc_pool_close (struct pc_pool *pool)
 
   if (pool == NULL) return 0;
   stop_committer (pool);
+  r = pc_wb_flush (pool);               /* every dirty page, then commit */
+  pc_wb_destroy (pool);
   pc_volume_release_prepared (pool);
-  r = pc_store_commit (pool);
+  if (r == 0) r = pc_store_commit (pool);
+  else pc_store_commit (pool);          /* what is on disk: keep it */
   if (r == 0 && !pool->readonly && pool->journal_head > 0) {
     /* Clean close: every journaled page is in place once synced, so the
      * next open has nothing to replay (ST3). */
@@ -1209,6 +1259,8 @@ pc_volume_remove (struct pc_pool *pool, const char *name)
 {
   int r;
 
+  if ((r = pc_wb_flush (pool)) < 0)    /* no dirty page of it left */
+    return r;
   pthread_mutex_lock (&pool->vol_mutex);
   r = remove_locked (pool, name);
   pthread_mutex_unlock (&pool->vol_mutex);
@@ -1235,7 +1287,8 @@ resize_locked (struct pc_pool *pool, const char *name, uint64_t size)
   pc_cache_drop_slot (pool->cache, (unsigned) slot);  /* not open */
   if (nblocks < v->nblocks && (r = free_blocks_from (pool, v, nblocks)) < 0)
     return r;
-  if ((r = pc_blockmap_resize (v->map, nblocks)) < 0)
+  if ((r = pc_blockmap_resize (v->map, nblocks)) < 0 ||
+      (r = pc_blockmap_resize (v->resv, nblocks)) < 0)
     return pc_error (r, "resizing the map of volume '%s'", name);
   v->nblocks = nblocks;
   return pc_store_commit (pool);
@@ -1246,6 +1299,8 @@ pc_volume_resize (struct pc_pool *pool, const char *name, uint64_t size)
 {
   int r;
 
+  if ((r = pc_wb_flush (pool)) < 0)
+    return r;
   pthread_mutex_lock (&pool->vol_mutex);
   r = resize_locked (pool, name, size);
   pthread_mutex_unlock (&pool->vol_mutex);

@@ -402,6 +402,42 @@ window_flush (struct read_window *w, bool do_io)
   return r;
 }
 
+/* An unmapped block piece: zeros, except pages that are dirty in the
+ * cache (write-back, delayed allocation: the block is reserved, not yet
+ * allocated).  dst NULL: only look.  Returns PC_NO_BLOCK when served, or
+ * the block's physical number if it got mapped meanwhile (a write-back
+ * published it): then the caller reads it as a mapped block.  The map is
+ * read again after any miss, because a write-back publishes the mapping
+ * before its pages turn clean (and evictable): a page missing from the
+ * cache with the block still unmapped afterwards was never written. */
+static uint64_t
+hole_piece (struct pc_volume *vol, const struct piece *pc, char *dst)
+{
+  struct pc_cache *cache = vol->pool->cache;
+  uint32_t lo = pc->off, end = pc->off + pc->len;
+  uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
+  bool missed = false;
+
+  if (pc_cache_dirty_pages (cache) == 0) {
+    missed = true;
+    if (dst) memset (dst, 0, pc->len);
+  }
+  else
+    for (; lo < end; p++) {
+      uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
+      char *d = dst ? dst + (lo - pc->off) : NULL;
+      if (hi > end) hi = end;
+      if (!d || !pc_cache_probe (cache, page_key (vol, pc->lblock, p), d,
+                                 lo & (PC_CACHE_PAGE - 1), hi - lo)) {
+        missed = true;
+        if (d) memset (d, 0, hi - lo);
+      }
+      lo = hi;
+    }
+  return missed ? pc_blockmap_get (vstate (vol)->map, pc->lblock)
+                : PC_NO_BLOCK;
+}
+
 static int
 read_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
 {
@@ -411,10 +447,10 @@ read_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
                    (pc->off >> PC_CACHE_PAGE_SHIFT) + 1;
   int r;
 
-  if (pb == PC_NO_BLOCK) {                      /* holes are not cached */
-    if (w->buf) memset (w->buf + pc->pos, 0, pc->len);
-    return 0;
-  }
+  if (pb == PC_NO_BLOCK &&
+      (pb = hole_piece (vol, pc, w->buf ? w->buf + pc->pos : NULL)) ==
+      PC_NO_BLOCK)
+    return 0;                                   /* holes are not cached */
   if (w->npages + pages > WINDOW_PAGES && (r = window_flush (w, true)) < 0)
     return r;
   race_delay (vol->pool);
@@ -461,10 +497,8 @@ cached_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   uint32_t lo = pc->off, end = pc->off + pc->len;
 
-  if (pc_blockmap_get (vstate (vol)->map, pc->lblock) == PC_NO_BLOCK) {
-    memset (buf + pc->pos, 0, pc->len);
-    return 0;
-  }
+  if (pc_blockmap_get (vstate (vol)->map, pc->lblock) == PC_NO_BLOCK)
+    return hole_piece (vol, pc, buf + pc->pos) == PC_NO_BLOCK ? 0 : -EAGAIN;
   for (; lo < end; p++) {
     uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
     if (hi > end) hi = end;
@@ -653,14 +687,45 @@ get_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
  * punch it, so what the write does not cover reads 0), write the data,
  * then publish -- or, if anything failed, give the block back unpublished
  * (V3, V4).  *clean (may be NULL): the block reads as zeros now. */
+/* Every allocation goes through a reservation (lib/pool/writeback.c W4):
+ * a block that write-back reserved for lblock (delayed allocation) uses
+ * that one; any other takes one now, so a reservation held for an
+ * acknowledged write is never taken by someone else (I11). */
 static int
-alloc_begin (struct pc_volume *vol, bool clear, uint64_t *pb, bool *clean)
+take_block (struct pc_volume *vol, uint64_t lblock, uint64_t *pb,
+            bool *clean)
+{
+  struct pc_pool *pool = vol->pool;
+  struct pc_vol_state *v = vstate (vol);
+  bool resv = pc_blockmap_get (v->resv, lblock) != PC_NO_BLOCK;
+
+  if (!resv && pc_wb_reserve (pool) < 0)
+    return -ENOSPC;
+  if (pc_wb_take_reserved (pool, pb, clean) < 0) {
+    if (!resv) pc_wb_unreserve (pool);
+    return -ENOSPC;
+  }
+  if (resv) pc_blockmap_clear (v->resv, lblock);
+  return 0;
+}
+
+/* For write-back (the reservation is the caller's, for a block it holds
+ * the allocation lock of). */
+int
+pc_volume_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
+{
+  return get_block (pool, pb, clean);
+}
+
+static int
+alloc_begin (struct pc_volume *vol, uint64_t lblock, bool clear,
+             uint64_t *pb, bool *clean)
 {
   struct pc_pool *pool = vol->pool;
   bool zeros;
   int r;
 
-  if (get_block (pool, pb, &zeros) < 0)
+  if (take_block (vol, lblock, pb, &zeros) < 0)
     return pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use)",
                      pool->path, pool->sb.nblocks);
   if (clean) *clean = zeros;
@@ -705,8 +770,9 @@ allocate_block (struct pc_volume *vol, const struct piece *pc,
   uint64_t pb;
   int r;
 
-  if ((r = alloc_begin (vol, src == NULL || pc->len < pool->block_size,
-                       &pb, NULL)) < 0)
+  if ((r = alloc_begin (vol, pc->lblock,
+                        src == NULL || pc->len < pool->block_size,
+                        &pb, NULL)) < 0)
     return r;
   if (src)
     r = inject_write_failure (pool) ? injected_failure ()
@@ -895,7 +961,8 @@ write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
     p->pb = pc_blockmap_get (v->map, pc->lblock);   /* another writer won? */
     if (p->pb != PC_NO_BLOCK)
       pc_rangelock_unlock (&p->tok);
-    else if ((r = alloc_begin (vol, !whole_block_write (vol->pool, pc),
+    else if ((r = alloc_begin (vol, pc->lblock,
+                               !whole_block_write (vol->pool, pc),
                                &p->pb, &p->clean)) < 0) {
       pc_rangelock_unlock (&p->tok);
       return r;
@@ -921,6 +988,134 @@ finish_update (struct pc_volume *vol, unsigned flags)
   return 0;
 }
 
+/* ---- write-back writes (writeback=on): into the cache, dirty ---- */
+
+struct wb_write {
+  const char *buf;
+  uint64_t seq;                 /* this write's sequence number */
+  char *base;                   /* a 4 KiB aligned page, for partial pages */
+  bool need_room;               /* a cache shard had no clean page */
+};
+
+/* The current bytes of page p of lblock, for a partial write of a page
+ * the cache does not hold: zeros if the block is not mapped, else from the
+ * pool (invalidate lock held shared: the block cannot be unmapped). */
+static int
+page_base (struct pc_volume *vol, uint64_t lblock, uint32_t p, char *base)
+{
+  uint64_t pb = pc_blockmap_get (vstate (vol)->map, lblock);
+
+  if (pb == PC_NO_BLOCK) {
+    memset (base, 0, PC_CACHE_PAGE);
+    return 0;
+  }
+  return pc_io_pread_data (&vol->pool->io, base, PC_CACHE_PAGE,
+                           pc_data_offset (vol->pool, pb) +
+                           ((uint64_t) p << PC_CACHE_PAGE_SHIFT));
+}
+
+/* The block must be mapped or reserved before its pages turn dirty (W4):
+ * reserve it under its allocation lock, so two writes reserve once. */
+static int
+reserve_block (struct pc_volume *vol, uint64_t lblock)
+{
+  struct pc_vol_state *v = vstate (vol);
+  struct pc_range_token tok;
+  int r = 0;
+
+  if (pc_blockmap_get (v->map, lblock) != PC_NO_BLOCK ||
+      pc_blockmap_get (v->resv, lblock) != PC_NO_BLOCK)
+    return 0;
+  if ((r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok, lblock, 1)) < 0)
+    return pc_error (r, "allocation lock: %s", strerror (-r));
+  if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
+      pc_blockmap_get (v->resv, lblock) == PC_NO_BLOCK) {
+    if (pc_wb_reserve (vol->pool) < 0)
+      r = pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use or "
+                    "reserved for data not yet written back)",
+                    vol->pool->path, vol->pool->sb.nblocks);
+    else if ((r = pc_blockmap_set (v->resv, lblock, 1)) < 0)
+      pc_wb_unreserve (vol->pool);
+  }
+  pc_rangelock_unlock (&tok);
+  return r;
+}
+
+static int
+wb_write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
+{
+  struct wb_write *ww = arg;
+  uint32_t lo = pc->off, end = pc->off + pc->len;
+  uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
+  int r;
+
+  if ((r = reserve_block (vol, pc->lblock)) < 0)
+    return r;
+  for (; lo < end; p++) {
+    uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
+    uint64_t key = page_key (vol, pc->lblock, p);
+    const char *src = ww->buf + pc->pos + (lo - pc->off);
+    const char *base = NULL;
+    unsigned spins = 0;
+    if (hi > end) hi = end;
+    for (;;) {
+      r = pc_cache_write (vol->pool->cache, key, src,
+                          lo & (PC_CACHE_PAGE - 1), hi - lo, base, ww->seq);
+      if (r == 0) break;
+      if (r == -ENOSPC) {               /* let go of our locks first */
+        ww->need_room = true;
+        return r;
+      }
+      if (r == -EAGAIN) {               /* a fill of the page: one I/O */
+        if (++spins > 100) usleep (50); else sched_yield ();
+        continue;
+      }
+      if ((r = page_base (vol, pc->lblock, p, ww->base)) < 0)
+        return r;
+      base = ww->base;
+    }
+    lo = hi;
+  }
+  return 0;
+}
+
+/* Once the request's pages are all dirty, it is complete (SPEC §3
+ * write-back); FUA makes it durable at once.  A shard of the cache with no
+ * clean page left makes the request let go of its lock, write back, and
+ * start again (rewriting a page with the same bytes is harmless). */
+static int
+wb_write (struct pc_volume *vol, const void *buf, uint64_t count,
+          uint64_t offset, unsigned flags)
+{
+  struct pc_pool *pool = vol->pool;
+  struct wb_write ww = { .buf = buf };
+  struct pc_range_token tok;
+  unsigned attempt;
+  int r;
+
+  if ((r = pc_wb_throttle (pool, page_count (count, offset))) < 0)
+    return r;
+  if ((ww.base = bounce_alloc (PC_CACHE_PAGE)) == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  ww.seq = pc_wb_next_seq (pool);
+  for (attempt = 0; ; attempt++) {
+    ww.need_room = false;
+    if ((r = lock_range (vol, &tok, false, count, offset)) < 0) break;
+    r = for_each_piece (vol, count, offset, wb_write_piece, &ww);
+    pc_rangelock_unlock (&tok);
+    if (!ww.need_room) break;
+    if (attempt == 1000 || (r = pc_wb_make_room (pool)) < 0) {
+      r = pc_error (ENOSPC, "no room in the cache for dirty data: "
+                    "write-back cannot keep up");
+      break;
+    }
+  }
+  bounce_free (ww.base, PC_CACHE_PAGE);
+  if (r == 0 && (flags & PC_FUA))
+    r = pc_pool_flush (pool);
+  return r;
+}
+
 int
 pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
           uint64_t offset, unsigned flags)
@@ -931,6 +1126,8 @@ pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
 
   if ((r = check_writable (vol)) < 0) return r;
   if ((r = check_range (vol, count, offset)) < 0) return r;
+  if (vol->pool->wb)
+    return wb_write (vol, buf, count, offset, flags);
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
   w.buf = buf;
   w.n = 0;
@@ -946,6 +1143,13 @@ pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
 
 /* ---- trim and zero ---- */
 
+static void
+release_reservation (struct pc_volume *vol, uint64_t lblock)
+{
+  pc_blockmap_clear (vstate (vol)->resv, lblock);
+  pc_wb_unreserve (vol->pool);
+}
+
 static int
 punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
 {
@@ -959,12 +1163,24 @@ punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
       !(pc->off == 0 &&
         (pc->lblock << pool->block_shift) + pc->len == v->size)) {
     pb = pc_blockmap_get (v->map, pc->lblock);
-    return pb == PC_NO_BLOCK ? 0 :
-      pc_io_punch (&pool->io, pc->len, pc_data_offset (pool, pb) + pc->off);
+    if (pb == PC_NO_BLOCK) {
+      /* A reserved block whose last dirty page this punch dropped needs
+       * its reservation no more (W4). */
+      if (pc_blockmap_get (v->resv, pc->lblock) != PC_NO_BLOCK &&
+          !pc_cache_has_dirty (pool->cache, page_key (vol, pc->lblock, 0),
+                               pool->block_size >> PC_CACHE_PAGE_SHIFT))
+        release_reservation (vol, pc->lblock);
+      return 0;
+    }
+    return pc_io_punch (&pool->io, pc->len,
+                        pc_data_offset (pool, pb) + pc->off);
   }
   pb = pc_blockmap_clear (v->map, pc->lblock);  /* new readers see a hole */
-  if (pb == PC_NO_BLOCK)
+  if (pb == PC_NO_BLOCK) {
+    if (pc_blockmap_get (v->resv, pc->lblock) != PC_NO_BLOCK)
+      release_reservation (vol, pc->lblock);    /* its pages are dropped */
     return 0;
+  }
   /* Reusable, and punched (host space back), by the next commit. */
   return pc_store_free_block (pool, pb);
 }
@@ -973,6 +1189,33 @@ static int
 zero_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
 {
   return write_or_allocate (vol, pc, NULL);
+}
+
+/* Drop the range's cache pages, dirty ones too (I9); a page the range
+ * covers only partly is zeroed there instead, so the rest of its bytes
+ * (perhaps dirty) stay. */
+static void
+punch_cache (struct pc_volume *vol, uint64_t count, uint64_t offset)
+{
+  struct pc_cache *cache = vol->pool->cache;
+  uint64_t base = page_key (vol, 0, 0), end = offset + count;
+  uint64_t first = offset >> PC_CACHE_PAGE_SHIFT;
+  uint64_t last = (end - 1) >> PC_CACHE_PAGE_SHIFT;
+  uint32_t head = (uint32_t) (offset & (PC_CACHE_PAGE - 1));
+  uint32_t tail = (uint32_t) (end & (PC_CACHE_PAGE - 1));
+
+  if (end == vstate (vol)->size)
+    tail = 0;                   /* bytes past the end are never seen */
+  if (first == last && (head || tail)) {
+    pc_cache_zero_part (cache, base + first, head, (uint32_t) count);
+    return;
+  }
+  if (head)
+    pc_cache_zero_part (cache, base + first++, head, PC_CACHE_PAGE - head);
+  if (tail)
+    pc_cache_zero_part (cache, base + last--, 0, tail);
+  if (first <= last)
+    pc_cache_punch (cache, base + first, last - first + 1);
 }
 
 static int
@@ -989,8 +1232,7 @@ punch_range (struct pc_volume *vol, uint64_t count, uint64_t offset,
     return r;
   /* SPEC §2: drop the cache, then unmap, all under the exclusive lock, so
    * no fill can be between its pool read and its insert (V1, cache.c C4). */
-  pc_cache_punch (vol->pool->cache, page_key (vol, 0, 0) +
-                  (offset >> PC_CACHE_PAGE_SHIFT), page_count (count, offset));
+  punch_cache (vol, count, offset);
   r = for_each_piece (vol, count, offset, fn, NULL);
   if (locked)
     pc_rangelock_unlock (&tok);
@@ -1053,7 +1295,7 @@ pc_extents (struct pc_volume *vol, uint64_t count, uint64_t offset,
             int (*fn) (void *, uint64_t, uint64_t, bool), void *opaque)
 {
   struct extent_walk w = { fn, opaque, offset, offset + count };
-  struct pc_blockmap *map = vstate (vol)->map;
+  struct pc_blockmap *map = vstate (vol)->map, *resv = vstate (vol)->resv;
   struct pc_range_token tok;
   uint64_t lb, end, next;
   int r;
@@ -1062,15 +1304,20 @@ pc_extents (struct pc_volume *vol, uint64_t count, uint64_t offset,
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
   block_span (vol, count, offset, &lb, &end);
   end += lb;
+  /* A block with dirty pages not yet written back is reserved, not
+   * mapped: it reads as data, so it is reported as data (I7). */
   while (r == 0 && lb < end) {
     next = pc_blockmap_next_mapped (map, lb, end);
     if (next == PC_NO_BLOCK) next = end;
+    uint64_t rnext = pc_blockmap_next_mapped (resv, lb, next);
+    if (rnext != PC_NO_BLOCK && rnext < next) next = rnext;
     if (next > lb) {                            /* hole run */
       r = emit (vol, &w, lb, next, true);
       lb = next;
       continue;
     }
-    while (next < end && pc_blockmap_get (map, next) != PC_NO_BLOCK)
+    while (next < end && (pc_blockmap_get (map, next) != PC_NO_BLOCK ||
+                          pc_blockmap_get (resv, next) != PC_NO_BLOCK))
       next++;                                   /* data run */
     r = emit (vol, &w, lb, next, false);
     lb = next;

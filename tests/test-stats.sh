@@ -56,8 +56,11 @@ expect_fail 2 "does not apply" "$P" stats --block-size 4K "$stats"
 grep -q "Try 'punchcache stats --help'" "$tmp/err" || fail "usage error without a hint"
 
 # ---- a live server ----
+# writeback=off: the figures below are those of the fill path (a write
+# goes to the pool and the reads miss, then hit); write-back's own figures
+# are checked in tests/test-writeback.sh.
 start_punchcache "$sock" pool="$pool" size=64M block-size=4K volume=b:8M \
-    cache=16M stats="$stats"
+    cache=16M stats="$stats" writeback=off
 # With the connection still open: wait for the periodic file to show the
 # I/O (it is rewritten every 2 s), then read it while the server runs.
 P=$P STATS=$stats POOL=$pool OUT=$tmp nbdsh -u "$(nbd_uri "$sock")" -c '

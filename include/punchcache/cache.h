@@ -71,6 +71,13 @@ struct pc_cache_stats {
                                  * their range: always 0 unless the
                                  * invalidate lock is disabled (debug) */
   uint64_t ghost_hits;          /* S3-FIFO: misses readmitted to main */
+  /* Write-back (dirty pages are counted in pages too): */
+  uint64_t dirty_pages;         /* dirty now (incl. under write-back) */
+  uint64_t writeback_pages;     /* under write-back now */
+  uint64_t dirtied;             /* clean or new pages made dirty */
+  uint64_t cleaned;             /* dirty pages written back */
+  uint64_t writeback_failed;    /* write-backs that failed (page kept) */
+  uint64_t dirty_punched;       /* dirty pages dropped by punches (I9) */
 };
 
 /* budget in bytes (0 = no cache: *out = NULL).  nshards 0 = automatic.
@@ -107,6 +114,38 @@ void pc_cache_invalidate (struct pc_cache *c, uint64_t key, uint64_t n);
 void pc_cache_punch (struct pc_cache *c, uint64_t key, uint64_t n);
 /* Drop every page of a volume slot (volume removed or resized). */
 void pc_cache_drop_slot (struct pc_cache *c, unsigned slot);
+
+/* ---- write-back (lib/core/writeback.c drives these; cache.c has the
+ * life of a dirty page) ---- */
+
+/* Write len bytes at off of page key and mark it dirty with write sequence
+ * seq.  0 done; -ENOENT: a partial write of a page the cache does not
+ * hold: call again with base = the page's current 4 KiB; -EAGAIN: a fill
+ * of the page is in flight: retry when it ended; -ENOSPC: no clean page
+ * can be evicted in its shard: write back, then retry. */
+int pc_cache_write (struct pc_cache *c, uint64_t key, const void *src,
+                    uint32_t off, uint32_t len, const void *base,
+                    uint64_t seq);
+/* A punch of part of a page (invalidate lock exclusive): zero bytes
+ * [off, off+len) of the cached page, dirty or clean, instead of dropping
+ * it (dropping a dirty page would lose the rest of its bytes). */
+void pc_cache_zero_part (struct pc_cache *c, uint64_t key, uint32_t off,
+                         uint32_t len);
+uint64_t pc_cache_dirty_pages (struct pc_cache *c);
+/* Move up to max dirty pages with dseq <= upto, oldest first, under
+ * write-back; their keys, ascending, in keys[].  Returns how many. */
+unsigned pc_cache_wb_collect (struct pc_cache *c, uint64_t upto,
+                              uint64_t *keys, unsigned max);
+/* Copy a collected page (4 KiB into dst); false if it was dropped (a
+ * punch) since it was collected: then it must not be written. */
+bool pc_cache_wb_copy (struct pc_cache *c, uint64_t key, void *dst);
+/* End the write-back of a collected page: ok and not rewritten since the
+ * collect: clean (evictable); otherwise dirty again. */
+void pc_cache_wb_end (struct pc_cache *c, uint64_t key, bool ok);
+/* The smallest dseq of any dirty page (UINT64_MAX: none). */
+uint64_t pc_cache_oldest_dirty (struct pc_cache *c);
+/* Any dirty page in [key, key+n)? */
+bool pc_cache_has_dirty (struct pc_cache *c, uint64_t key, uint64_t n);
 
 void pc_cache_get_stats (struct pc_cache *c, struct pc_cache_stats *st);
 

@@ -27,6 +27,9 @@ struct pc_params {
   char *stats_path;              /* stats= (absolute), or NULL */
   int direct_mode;               /* direct= (enum pc_io_direct) */
   int io_mode;                   /* io= (enum pc_io_backend) */
+  int writeback;                 /* writeback=on|off: 1 (default) or 0 */
+  int64_t dirty_size;            /* dirty=, 0 = half the cache */
+  int64_t dirty_expire_s;        /* dirty-expire=SECONDS, 0 = 30 */
   struct { char *name; int64_t size; } volumes[PC_MAX_VOLUME_PARAMS];
   unsigned nvolumes;             /* volume=NAME:SIZE */
   /* Debug switches, by name (see pc_params_set_debug). */

@@ -52,6 +52,21 @@ struct pc_pool_options {
   unsigned commit_interval_ms;    /* 0 = default (1000) */
   unsigned fill_delay_us;         /* sleep between a cache fill's pool read
                                    * and its insert (race tests) */
+  /* Write-back (SPEC §1): writes complete in the cache, FLUSH/FUA make
+   * them durable.  Needs a cache; off = write-through. */
+  bool writeback;
+  uint64_t dirty_bytes;           /* dirty limit; 0 = half the cache */
+  unsigned dirty_expire_ms;       /* 0 = default (30000) */
+  unsigned writeback_delay_us;    /* debug: between a write-back's collect
+                                   * and its locks (I9 test) */
+  unsigned fail_writeback;        /* debug: the next N write-back data
+                                   * writes fail with EIO (I10 test) */
+  /* Debug: remove one write-back protection, so its test can show it
+   * catches the bug (never for production). */
+  bool unsafe_wb_forget_failures; /* a failed write-back marks its pages
+                                   * clean ("fsyncgate"): I10 */
+  bool unsafe_no_reservations;    /* writes do not reserve blocks: I11 */
+  bool unsafe_evict_dirty;        /* the cache may evict dirty pages: I12 */
 };
 
 /* Create a new pool at path: a regular file of `capacity` data bytes
@@ -104,6 +119,16 @@ int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
 int pc_pool_stats_json (struct pc_pool *pool, char **json);
 /* Write that JSON to path atomically (temporary file + rename). */
 int pc_pool_write_stats (struct pc_pool *pool, const char *path);
+/* Write-back figures (all 0 / false with writeback off). */
+struct pc_wb_stats {
+  bool enabled;
+  uint64_t dirty_bytes, dirty_limit_bytes;
+  uint64_t reserved_blocks;      /* for dirty data not yet allocated */
+  uint64_t pages_written, bytes_written, blocks_allocated, failures;
+  uint64_t flushes, flush_ns_total, flush_ns_max, throttled;
+};
+void pc_wb_get_stats (struct pc_pool *pool, struct pc_wb_stats *st);
+
 /* Whether data I/O is O_DIRECT, and if not, why (static string). */
 bool pc_pool_direct_io (struct pc_pool *pool, const char **why);
 /* Do multi-block requests go through io_uring?  If not, *why (if why is

@@ -72,6 +72,16 @@ const char pc_params_help[] =
   "io=auto|uring|sync    Issue the transfers of a multi-block request as\n"
   "                      one io_uring batch (default auto: where the\n"
   "                      kernel allows io_uring) or one after another.\n"
+  "writeback=on|off      on (default): a write completes once its data is\n"
+  "                      in the cache; FLUSH and FUA make data durable, and\n"
+  "                      blocks are allocated when written back.  off:\n"
+  "                      every write goes to the pool before it completes.\n"
+  "                      With cache=0 writes are always written through.\n"
+  "dirty=SIZE            Dirty (not yet written back) data at most; a\n"
+  "                      writer past it waits for write-back (default half\n"
+  "                      of cache=; at most 90% of it).\n"
+  "dirty-expire=SECONDS  Write back data dirty for longer than this\n"
+  "                      (default 30; 1 to 86400).\n"
   "stats=PATH            Write statistics (cache hits, lock waits, space)\n"
   "                      as JSON to PATH every 2 seconds and at exit.";
 
@@ -83,6 +93,7 @@ pc_params_init (struct pc_params *p)
   p->cache_size = DEFAULT_CACHE_SIZE;
   p->direct_mode = PC_DIRECT_AUTO;
   p->io_mode = PC_IO_AUTO;
+  p->writeback = 1;
 }
 
 void
@@ -150,11 +161,14 @@ static int
 parse_choice (const char *key, const char *value, const char *const names[3],
               int *out)
 {
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 3 && names[i]; i++)
     if (strcmp (value, names[i]) == 0) {
       *out = i;
       return 0;
     }
+  if (names[2] == NULL)
+    return pc_error (EINVAL, "%s=%s: expected %s or %s", key, value,
+                     names[0], names[1]);
   return pc_error (EINVAL, "%s=%s: expected %s, %s or %s", key, value,
                    names[0], names[1], names[2]);
 }
@@ -192,6 +206,23 @@ parse_volume (struct pc_params *p, const char *value)
 
 static const char *const direct_names[3] = { "auto", "on", "off" };
 static const char *const io_names[3] = { "auto", "uring", "sync" };
+static const char *const onoff_names[3] = { "off", "on", NULL };
+
+/* dirty-expire=SECONDS: a whole number from 1 to 86400. */
+static int
+parse_seconds (const char *key, const char *value, int64_t *out)
+{
+  char *end;
+  long v;
+
+  errno = 0;
+  v = value[0] >= '0' && value[0] <= '9' ? strtol (value, &end, 10) : -1;
+  if (v < 1 || v > 86400 || errno || *end != '\0')
+    return pc_error (EINVAL, "%s=%s: expected a whole number of seconds "
+                     "from 1 to 86400", key, value);
+  *out = v;
+  return 0;
+}
 
 int
 pc_params_set (struct pc_params *p, const char *key, const char *value)
@@ -212,6 +243,12 @@ pc_params_set (struct pc_params *p, const char *key, const char *value)
     return parse_choice (key, value, direct_names, &p->direct_mode);
   if (strcmp (key, "io") == 0)
     return parse_choice (key, value, io_names, &p->io_mode);
+  if (strcmp (key, "writeback") == 0)
+    return parse_choice (key, value, onoff_names, &p->writeback);
+  if (strcmp (key, "dirty") == 0)
+    return parse_size (key, value, &p->dirty_size);
+  if (strcmp (key, "dirty-expire") == 0)
+    return parse_seconds (key, value, &p->dirty_expire_s);
   return pc_error (EINVAL, "unknown parameter '%s' (see --help)", key);
 }
 
@@ -282,6 +319,15 @@ static const struct debug_switch {
     offsetof (struct pc_pool_options, commit_interval_ms) },
   { "stats_interval_ms",
     offsetof (struct pc_pool_options, stats_interval_ms) },
+  { "writeback_delay_us",
+    offsetof (struct pc_pool_options, writeback_delay_us) },
+  { "fail_writeback", offsetof (struct pc_pool_options, fail_writeback) },
+  { "unsafe_wb_forget_failures",
+    offsetof (struct pc_pool_options, unsafe_wb_forget_failures), true },
+  { "unsafe_no_reservations",
+    offsetof (struct pc_pool_options, unsafe_no_reservations), true },
+  { "unsafe_evict_dirty",
+    offsetof (struct pc_pool_options, unsafe_evict_dirty), true },
 };
 #define NR_DEBUG_SWITCHES (sizeof debug_switches / sizeof debug_switches[0])
 
@@ -420,6 +466,9 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
   opts.direct_io = p->direct_mode;
   opts.io_backend = p->io_mode;
   opts.stats_path = p->stats_path;
+  opts.writeback = p->writeback && p->cache_size > 0;
+  opts.dirty_bytes = (uint64_t) p->dirty_size;
+  opts.dirty_expire_ms = (unsigned) p->dirty_expire_s * 1000u;
   if ((r = pc_pool_open (p->pool_path, &opts, &pool)) < 0)
     return r;
 

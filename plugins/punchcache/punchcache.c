@@ -34,6 +34,11 @@ NBDKIT_DLL_PUBLIC int punchcache_debug_fail_write_every = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_commit_interval_ms = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_fill_delay_us = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_stats_interval_ms = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_writeback_delay_us = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_fail_writeback = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_wb_forget_failures = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_no_reservations = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_evict_dirty = 0;
 
 /* Every key=value, parsed and checked by the core (lib/core/params.c),
  * the same parser punchcached uses. */
@@ -85,6 +90,12 @@ set_debug_switches (void)
     { "commit_interval_ms", &punchcache_debug_commit_interval_ms },
     { "fill_delay_us", &punchcache_debug_fill_delay_us },
     { "stats_interval_ms", &punchcache_debug_stats_interval_ms },
+    { "writeback_delay_us", &punchcache_debug_writeback_delay_us },
+    { "fail_writeback", &punchcache_debug_fail_writeback },
+    { "unsafe_wb_forget_failures",
+      &punchcache_debug_unsafe_wb_forget_failures },
+    { "unsafe_no_reservations", &punchcache_debug_unsafe_no_reservations },
+    { "unsafe_evict_dirty", &punchcache_debug_unsafe_evict_dirty },
   };
   char value[16];
   size_t i;
