@@ -159,6 +159,7 @@ struct pc_cache {
   struct shard *shards;
   uint32_t *slot_pages;         /* atomic: PENDING + VALID entries per slot */
   uint64_t ndirty;              /* atomic: dirty pages (C7) */
+  bool unsafe_evict_dirty;      /* debug: break C6 (I12 test) */
 };
 
 /* Bytes of budget one page costs at least: buffer, entry, bucket, two ghost
@@ -388,6 +389,17 @@ evict_one_lru (struct pc_cache *c, struct shard *s)
   return true;
 }
 
+/* Debug (unsafe_evict_dirty, the I12 test): drop the oldest dirty page
+ * as if it were clean -- nbdkit's cache filter's bug, which C6 forbids. */
+static bool
+evict_dirty_debug (struct pc_cache *c, struct shard *s)
+{
+  if (!c->unsafe_evict_dirty || s->dirty.tail == NIL)
+    return false;
+  evict (c, s, s->dirty.tail);
+  return true;
+}
+
 static uint32_t
 alloc_entry (struct pc_cache *c, struct shard *s)
 {
@@ -395,7 +407,8 @@ alloc_entry (struct pc_cache *c, struct shard *s)
 
   if (s->free_head == NIL &&
       !(c->policy == PC_CACHE_LRU ? evict_one_lru (c, s)
-                                  : evict_one_s3fifo (c, s)))
+                                  : evict_one_s3fifo (c, s)) &&
+      !evict_dirty_debug (c, s))
     return NIL;
   idx = s->free_head;
   s->free_head = c->entries[idx].next;
@@ -864,6 +877,12 @@ pc_cache_zero_part (struct pc_cache *c, uint64_t key, uint32_t off,
   pthread_mutex_unlock (&s->mutex);
 }
 
+void
+pc_cache_set_unsafe_evict_dirty (struct pc_cache *c, bool on)
+{
+  if (c) c->unsafe_evict_dirty = on;
+}
+
 uint64_t
 pc_cache_dirty_pages (struct pc_cache *c)
 {
@@ -918,6 +937,22 @@ pc_cache_wb_copy (struct pc_cache *c, uint64_t key, void *dst)
     memcpy (dst, page_buf (c, idx), PC_CACHE_PAGE);
   pthread_mutex_unlock (&s->mutex);
   return ok;
+}
+
+void *
+pc_cache_wb_pin (struct pc_cache *c, uint64_t key)
+{
+  uint64_t h = mix (key);
+  struct shard *s = shard_of (c, h);
+  uint32_t idx;
+  void *buf = NULL;
+
+  pthread_mutex_lock (&s->mutex);
+  idx = lookup (c, s, key, h);
+  if (idx != NIL && c->entries[idx].queue == Q_WB)
+    buf = page_buf (c, idx);
+  pthread_mutex_unlock (&s->mutex);
+  return buf;
 }
 
 void

@@ -983,6 +983,7 @@ setup_writeback (struct pc_pool *pool)
   pool->dirty_background = limit / 2 ? limit / 2 : 1;
   pool->dirty_expire_ms = pool->opts.dirty_expire_ms ?: DEFAULT_DIRTY_EXPIRE_MS;
   pool->wb_fail_left = pool->opts.fail_writeback;
+  pc_cache_set_unsafe_evict_dirty (pool->cache, pool->opts.unsafe_evict_dirty);
   return pc_wb_create (pool);
 }
 

@@ -1143,11 +1143,22 @@ pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
 
 /* ---- trim and zero ---- */
 
+/* Under the block's allocation lock, like every change of v->resv: the
+ * invalidate lock exclusive already keeps writes and write-back out, but
+ * not with the debug switch that removes it, and the count must stay
+ * right even then (only the race being tested may go wrong). */
 static void
 release_reservation (struct pc_volume *vol, uint64_t lblock)
 {
-  pc_blockmap_clear (vstate (vol)->resv, lblock);
-  pc_wb_unreserve (vol->pool);
+  struct pc_vol_state *v = vstate (vol);
+  struct pc_range_token tok;
+
+  if (pc_rangelock_lock_exclusive (v->alloc_lock, &tok, lblock, 1) < 0)
+    return;
+  if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
+      pc_blockmap_clear (v->resv, lblock) != PC_NO_BLOCK)
+    pc_wb_unreserve (vol->pool);
+  pc_rangelock_unlock (&tok);
 }
 
 static int

@@ -132,6 +132,8 @@ int pc_cache_write (struct pc_cache *c, uint64_t key, const void *src,
 void pc_cache_zero_part (struct pc_cache *c, uint64_t key, uint32_t off,
                          uint32_t len);
 uint64_t pc_cache_dirty_pages (struct pc_cache *c);
+/* Debug only (the I12 test): let eviction drop dirty pages. */
+void pc_cache_set_unsafe_evict_dirty (struct pc_cache *c, bool on);
 /* Move up to max dirty pages with dseq <= upto, oldest first, under
  * write-back; their keys, ascending, in keys[].  Returns how many. */
 unsigned pc_cache_wb_collect (struct pc_cache *c, uint64_t upto,
@@ -139,6 +141,12 @@ unsigned pc_cache_wb_collect (struct pc_cache *c, uint64_t upto,
 /* Copy a collected page (4 KiB into dst); false if it was dropped (a
  * punch) since it was collected: then it must not be written. */
 bool pc_cache_wb_copy (struct pc_cache *c, uint64_t key, void *dst);
+/* The buffer of a collected page, to write it without a copy (NULL if it
+ * was dropped since the collect).  It stays valid until wb_end while the
+ * caller keeps punches out (the invalidate lock shared over its block)
+ * and the slot is not dropped: a page under write-back is never evicted.
+ * A write may change its bytes meanwhile; the page then stays dirty. */
+void *pc_cache_wb_pin (struct pc_cache *c, uint64_t key);
 /* End the write-back of a collected page: ok and not rewritten since the
  * collect: clean (evictable); otherwise dirty again. */
 void pc_cache_wb_end (struct pc_cache *c, uint64_t key, bool ok);

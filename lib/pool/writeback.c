@@ -219,9 +219,13 @@ struct wb_block {
   bool locked, copied;
   unsigned first, n;            /* its keys in the pass: keys[first..+n) */
   uint32_t pagemask[PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE / 32];
-  char *buf;                    /* block-sized, aligned */
+  char *page[PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE];  /* pinned cache pages */
+  char *copy;                   /* debug only (no lock): copied pages */
   int result;
 };
+
+/* What a new block holds where no page is dirty. */
+static char zero_page[PC_CACHE_PAGE] __attribute__ ((aligned (PC_CACHE_PAGE)));
 
 static bool
 inject_failure (struct pc_pool *pool)
@@ -241,19 +245,26 @@ pages_per_block (struct pc_pool *pool)
   return pool->block_size / PC_CACHE_PAGE;
 }
 
-/* Copy the block's collected pages (W1); false if none is left. */
+/* Find the block's collected pages (W1): pinned in the cache, or (debug,
+ * without the lock) copied at once.  False if none is left. */
 static bool
-copy_pages (struct pc_pool *pool, struct wb_block *b, const uint64_t *keys)
+take_pages (struct pc_pool *pool, struct wb_block *b, const uint64_t *keys,
+            bool copy)
 {
   unsigned i, ppb = pages_per_block (pool);
   bool any = false;
 
   memset (b->pagemask, 0, sizeof b->pagemask);
-  memset (b->buf, 0, pool->block_size);
+  if (copy && b->copy == NULL &&
+      posix_memalign ((void **) &b->copy, PC_IO_ALIGN, pool->block_size))
+    return false;
   for (i = 0; i < b->n; i++) {
-    uint32_t p = (uint32_t) (keys[b->first + i] & (ppb - 1));
-    if (pc_cache_wb_copy (pool->cache, keys[b->first + i],
-                          b->buf + (size_t) p * PC_CACHE_PAGE)) {
+    uint64_t key = keys[b->first + i];
+    uint32_t p = (uint32_t) (key & (ppb - 1));
+    char *buf = copy ? b->copy + (size_t) p * PC_CACHE_PAGE : NULL;
+    if (copy ? pc_cache_wb_copy (pool->cache, key, buf)
+             : (buf = pc_cache_wb_pin (pool->cache, key)) != NULL) {
+      b->page[p] = buf;
       b->pagemask[p / 32] |= 1u << (p % 32);
       any = true;
     }
@@ -267,28 +278,25 @@ page_set (const struct wb_block *b, unsigned p)
   return b->pagemask[p / 32] & (1u << (p % 32));
 }
 
-/* Queue the block's writes: the whole block if it is new (zeros around
- * the dirty pages), else each run of dirty pages in place. */
+/* Queue the block's writes: the whole block if it is new (the zero page
+ * around the dirty pages), else each run of dirty pages in place; iovecs
+ * point at the cache's pages, no copy. */
 static unsigned
 queue_ops (struct pc_pool *pool, struct wb_block *b, struct iovec *iov,
-           struct pc_io_op *op)
+           struct pc_io_op *op, unsigned *niov)
 {
   unsigned ppb = pages_per_block (pool), p, q, n = 0;
 
-  if (b->alloc) {
-    iov[0] = (struct iovec) { b->buf, pool->block_size };
-    op[0] = (struct pc_io_op) { .iov = &iov[0], .iovcnt = 1, .write = true,
-                                .off = pc_data_offset (pool, b->pb) };
-    return 1;
-  }
   for (p = 0; p < ppb; p = q) {
-    if (!page_set (b, p)) { q = p + 1; continue; }
-    for (q = p; q < ppb && page_set (b, q); q++) ;
-    iov[n] = (struct iovec) { b->buf + (size_t) p * PC_CACHE_PAGE,
-                              (size_t) (q - p) * PC_CACHE_PAGE };
+    if (!b->alloc && !page_set (b, p)) { q = p + 1; continue; }
     op[n] = (struct pc_io_op) {
-      .iov = &iov[n], .iovcnt = 1, .write = true,
+      .iov = &iov[*niov], .iovcnt = 0, .write = true,
       .off = pc_data_offset (pool, b->pb) + (uint64_t) p * PC_CACHE_PAGE };
+    for (q = p; q < ppb && (b->alloc || page_set (b, q)); q++) {
+      iov[(*niov)++] = (struct iovec) {
+        page_set (b, q) ? b->page[q] : zero_page, PC_CACHE_PAGE };
+      op[n].iovcnt++;
+    }
     n++;
   }
   return n;
@@ -349,26 +357,32 @@ finish_block (struct pc_pool *pool, struct pc_vol_state *v, unsigned slot,
   return r;
 }
 
+/* Per pass, reused by its windows (heap: a pass may run on any thread). */
+struct wb_arrays {
+  struct iovec *iov;            /* WINDOW_BLOCKS * pages per block */
+  struct pc_io_op *op, *real;   /* as many (one op per run at most) */
+  unsigned *owner, *map;
+};
+
 /* Issue the window's writes as one batch (minus injected failures). */
 static void
-issue (struct pc_pool *pool, struct pc_io_op *op, unsigned nops)
+issue (struct pc_pool *pool, struct wb_arrays *a, unsigned nops)
 {
-  struct pc_io_op real[WINDOW_OPS];
-  unsigned map[WINDOW_OPS], nr = 0, k;
+  unsigned nr = 0, k;
 
   for (k = 0; k < nops; k++) {
     if (inject_failure (pool))
-      op[k].result = pc_error (EIO, "injected write-back failure (debug "
-                               "switch fail_writeback)");
+      a->op[k].result = pc_error (EIO, "injected write-back failure (debug "
+                                  "switch fail_writeback)");
     else {
-      real[nr] = op[k];
-      map[nr++] = k;
+      a->real[nr] = a->op[k];
+      a->map[nr++] = k;
     }
   }
   if (nr)
-    pc_io_data_batch (&pool->io, real, nr);
+    pc_io_data_batch (&pool->io, a->real, nr);
   for (k = 0; k < nr; k++)
-    op[map[k]].result = real[k].result;
+    a->op[a->map[k]].result = a->real[k].result;
   if (nops)
     __atomic_store_n (&pool->data_dirty, true, __ATOMIC_SEQ_CST);
 }
@@ -376,27 +390,25 @@ issue (struct pc_pool *pool, struct pc_io_op *op, unsigned nops)
 /* Write back blocks[0..nb) of volume slot (ascending lblocks). */
 static int
 write_window (struct pc_pool *pool, unsigned slot, struct wb_block *blocks,
-              unsigned nb, const uint64_t *keys)
+              unsigned nb, const uint64_t *keys, struct wb_arrays *a)
 {
   struct pc_vol_state *v = &pool->vols[slot];
   bool locked = !pool->opts.unsafe_no_invalidate_lock;
-  struct iovec iov[WINDOW_OPS];
-  struct pc_io_op op[WINDOW_OPS];
-  unsigned i, k, nops = 0, owner[WINDOW_OPS];
+  unsigned i, k, nops = 0, niov = 0;
   struct pc_range_token inval;
   int r, first_err = 0;
 
   /* Debug, the I9 race test: without the lock, copy at once and write
    * later, whatever a punch did meanwhile (the bug W1 prevents). */
   for (i = 0; !locked && i < nb; i++)
-    blocks[i].copied = copy_pages (pool, &blocks[i], keys);
+    blocks[i].copied = take_pages (pool, &blocks[i], keys, true);
   if (pool->opts.writeback_delay_us)
     usleep (pool->opts.writeback_delay_us);
   if (locked &&
       (r = pc_rangelock_lock_shared (v->inval, &inval, blocks[0].lblock,
                                      blocks[nb - 1].lblock -
                                      blocks[0].lblock + 1)) < 0)
-    return pc_error (r, "write-back: invalidate lock: %s", strerror (-r));
+    return pc_error (-r, "write-back: invalidate lock: %s", strerror (-r));
   for (i = 0; i < nb; i++) {
     struct wb_block *b = &blocks[i];
     b->result = pc_rangelock_lock_exclusive (v->alloc_lock, &b->tok,
@@ -404,20 +416,21 @@ write_window (struct pc_pool *pool, unsigned slot, struct wb_block *blocks,
     if (b->result < 0) continue;
     b->locked = true;
     if (locked)
-      b->copied = copy_pages (pool, b, keys);   /* W1 */
+      b->copied = take_pages (pool, b, keys, false);   /* W1 */
     if (!b->copied) continue;                   /* all punched */
     if ((b->result = prepare_block (pool, v, b)) < 0) continue;
     unsigned n0 = nops;
-    nops += queue_ops (pool, b, &iov[nops], &op[nops]);
-    for (k = n0; k < nops; k++) owner[k] = i;
+    nops += queue_ops (pool, b, a->iov, &a->op[nops], &niov);
+    for (k = n0; k < nops; k++) a->owner[k] = i;
   }
-  issue (pool, op, nops);
+  issue (pool, a, nops);
   for (k = 0; k < nops; k++) {
-    struct wb_block *b = &blocks[owner[k]];
-    if (op[k].result < 0 && b->result == 0)
-      b->result = op[k].result;
-    else if (op[k].result >= 0)
-      __atomic_add_fetch (&pool->wb->bytes_written, iov[k].iov_len,
+    struct wb_block *b = &blocks[a->owner[k]];
+    if (a->op[k].result < 0 && b->result == 0)
+      b->result = a->op[k].result;
+    else if (a->op[k].result >= 0)
+      __atomic_add_fetch (&pool->wb->bytes_written,
+                          (uint64_t) a->op[k].iovcnt * PC_CACHE_PAGE,
                           __ATOMIC_RELAXED);
   }
   for (i = 0; i < nb; i++) {
@@ -427,6 +440,8 @@ write_window (struct pc_pool *pool, unsigned slot, struct wb_block *blocks,
       if (r < 0 && first_err == 0) first_err = r;
     }
     if (b->locked) pc_rangelock_unlock (&b->tok);
+    free (b->copy);
+    b->copy = NULL;
   }
   if (locked)
     pc_rangelock_unlock (&inval);
@@ -447,18 +462,23 @@ key_lblock (struct pc_pool *pool, uint64_t key)
 static int
 pass (struct pc_pool *pool, uint64_t upto, unsigned *collected)
 {
+  size_t nio = (size_t) WINDOW_BLOCKS * pages_per_block (pool);
   uint64_t *keys = malloc (PASS_PAGES * sizeof *keys);
   struct wb_block *blocks = calloc (WINDOW_BLOCKS, sizeof *blocks);
-  char *bufs = NULL;
-  unsigned n, i = 0, nb, j;
+  struct wb_arrays a = {
+    .iov = malloc (nio * sizeof *a.iov), .op = malloc (nio * sizeof *a.op),
+    .real = malloc (nio * sizeof *a.real),
+    .owner = malloc (nio * sizeof *a.owner),
+    .map = malloc (nio * sizeof *a.map),
+  };
+  unsigned n = 0, i = 0, nb, j;
   int r = 0, r2;
 
   *collected = 0;
-  if (keys == NULL || blocks == NULL ||
-      posix_memalign ((void **) &bufs, PC_IO_ALIGN,
-                      (size_t) WINDOW_BLOCKS * pool->block_size) != 0) {
-    free (keys); free (blocks);
-    return pc_error (ENOMEM, "write-back: out of memory");
+  if (keys == NULL || blocks == NULL || !a.iov || !a.op || !a.real ||
+      !a.owner || !a.map) {
+    r = pc_error (ENOMEM, "write-back: out of memory");
+    goto out;
   }
   n = pc_cache_wb_collect (pool->cache, upto, keys, PASS_PAGES);
   *collected = n;
@@ -468,19 +488,18 @@ pass (struct pc_pool *pool, uint64_t upto, unsigned *collected)
            (unsigned) (keys[i] >> 48) == slot; nb++) {
       struct wb_block *b = &blocks[nb];
       memset (b, 0, offsetof (struct wb_block, pagemask));
-      b->locked = b->copied = false;
       b->lblock = key_lblock (pool, keys[i]);
       b->first = i;
-      b->buf = bufs + (size_t) nb * pool->block_size;
       for (j = i; j < n && (keys[j] >> 48) == slot &&
              key_lblock (pool, keys[j]) == b->lblock; j++) ;
       b->n = j - i;
       i = j;
     }
-    r2 = write_window (pool, slot, blocks, nb, keys);
+    r2 = write_window (pool, slot, blocks, nb, keys, &a);
     if (r2 < 0 && r == 0) r = r2;
   }
-  free (bufs);
+ out:
+  free (a.iov); free (a.op); free (a.real); free (a.owner); free (a.map);
   free (blocks);
   free (keys);
   return r;
@@ -519,6 +538,7 @@ wb_thread (void *arg)
       upto = UINT64_MAX;
     else
       upto = expired_seq (wb, now);
+    bool kicked = wb->kick;
     wb->kick = false;
     if (upto && pc_cache_dirty_pages (pool->cache) > 0) {
       pthread_mutex_unlock (&wb->mutex);
@@ -529,6 +549,11 @@ wb_thread (void *arg)
       pthread_cond_broadcast (&wb->progress);
       if (collected > 0 && r == 0)
         continue;                               /* more, at once */
+    }
+    else if (kicked) {                          /* nothing to write: say so */
+      wb->last_error = 0;
+      wb->passes++;
+      pthread_cond_broadcast (&wb->progress);
     }
     clock_gettime (CLOCK_REALTIME, &ts);
     ts.tv_nsec += TICK_MS * 1000000L;
@@ -656,15 +681,28 @@ pc_wb_throttle (struct pc_pool *pool, uint64_t new_pages)
   return 0;
 }
 
-/* A writer met a shard with no clean page to evict: write back now. */
+/* A writer met a shard with no clean page to evict: have a pass run (by
+ * the background thread, so many writers do not each run one) and wait
+ * for it; without the thread (not started: tests), run it here. */
 int
 pc_wb_make_room (struct pc_pool *pool)
 {
+  struct pc_writeback *wb = pool->wb;
   unsigned collected;
-  int r = pass (pool, UINT64_MAX, &collected);
+  uint64_t passes0;
+  int r;
 
-  if (r == 0 && collected == 0)
-    usleep (100);                               /* others are at it */
+  if (wb == NULL) return -ENOSPC;
+  if (!wb->running)
+    return pass (pool, UINT64_MAX, &collected);
+  pthread_mutex_lock (&wb->mutex);
+  passes0 = wb->passes;
+  wb->kick = true;
+  pthread_cond_signal (&wb->work);
+  while (wb->passes == passes0 && !wb->stop)
+    pthread_cond_wait (&wb->progress, &wb->mutex);
+  r = wb->last_error;
+  pthread_mutex_unlock (&wb->mutex);
   return r;
 }
 
