@@ -153,8 +153,9 @@ DESCRIPTION
 
     The default run takes about 21 minutes on 2 cores (15:38 for
     latest.md, before punchcached and qemu-default were added), --quick
-    about 3.5 (g alone, five phases per server, takes over a minute).  Numbers from a shared, noisy machine: read the
-    ratios and the spread, not the absolute values.
+    about 5 (g alone, five phases per server, takes 1.5 minutes).
+    Numbers from a shared, noisy machine: read the ratios and the
+    spread, not the absolute values.
 
 OPTIONS
     --quick          smoke run: --runtime 2 --reps 1 --size 128M (each
@@ -210,7 +211,7 @@ ENVIRONMENT
                 statistics) instead of removing it at exit
 
 EXAMPLES
-    bench/$prog --quick                        # smoke run, ~3.5 minutes
+    bench/$prog --quick                        # smoke run, ~5 minutes
     bench/$prog --out bench/results/latest.md  # the README's numbers
     bench/$prog --workloads a --servers null,punchcache,punchcached --reps 5
     bench/$prog --workloads a,g --servers file,punchcache --reps 5
