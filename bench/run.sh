@@ -74,8 +74,8 @@ DESCRIPTION
 
       a  4K random read, QD32 x 2, cached: the export is fully written,
          then every server gets one sequential 1M read pass (it fills
-         punchcache's block cache and the page cache of the file peers
-         and of qemu-default).
+         the block caches of punchcache and punchcached and the page
+         cache of the file peers and of qemu-default).
       b  4K random read, QD32 x 2, cold.  punchcache and punchcached are
          restarted on the same pool with cache=0 (pool reads with
          O_DIRECT).  The page-cache peers (file, filecache, qemu-default)
@@ -94,11 +94,11 @@ DESCRIPTION
          every write allocates.  The run ends after --runtime or when
          every unit got its write.  null: n/a.
       d  4K random overwrite, QD32 x 2, of the fully written export,
-         starting settled: the file peers' files written back and out
-         of the page cache before every run, as in b (qemu-default's
-         image too), so the start does
-         not depend on the workloads before (and it is the faster start
-         for nbdkit file on this kernel).
+         starting settled: the files of the file peers and of
+         qemu-default written back and out of the page cache before
+         every run, as in b, so the start does not depend on the
+         workloads before (and it is the faster start for nbdkit file on
+         this kernel).
       e  1 MiB sequential read (cached, as in a) and 1 MiB sequential
          write (overwrite, starting settled as d), one connection, QD8,
          in MiB/s.
