@@ -113,8 +113,6 @@ struct pcd_conn {
   uint64_t need, have;
   struct pcd_option opt;
   struct pcd_creq *wreq;         /* the WRITE whose payload is coming */
-  struct pcd_request discard;    /* the refused WRITE being skipped */
-  uint32_t discard_error;
   bool no_zeroes;
   bool tls_done;
   struct pc_volume *vol;
@@ -928,8 +926,11 @@ handle_request (struct pcd_conn *c, const uint8_t *hdr)
   }
   err = pcd_check_request (&r, &c->caps);
   if (r.type == NBD_CMD_WRITE && (err || r.count > PCD_MAX_REQUEST_SIZE)) {
-    c->discard = r;                            /* C3: skip, never buffer */
-    c->discard_error = err ? err : NBD_EINVAL;
+    /* C3: refuse at once (the client may never send a 4 GiB payload),
+     * then skip the payload, never buffering it. */
+    error_reply (c, &r, err ? err : NBD_EINVAL,
+                 r.count > PCD_MAX_REQUEST_SIZE ? "write larger than 64 MiB"
+                                                : "invalid write");
     c->need = r.count;
     c->have = 0;
     c->st = CS_REQ_DISCARD;
@@ -1039,9 +1040,6 @@ process_input (struct pcd_conn *c)
       c->have += take (c, NULL, c->need - c->have);
       if (c->have < c->need) return;
       c->st = CS_REQ_HEADER;
-      error_reply (c, &c->discard, c->discard_error,
-                   c->discard.count > PCD_MAX_REQUEST_SIZE ?
-                   "write larger than 64 MiB" : "invalid write");
       break;
     case CS_TLS_HANDSHAKE:
       return;
