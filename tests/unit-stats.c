@@ -1,5 +1,5 @@
-/* Description: unit tests of the statistics file (lib/stats.c takes the
- * snapshot, lib/statsfile.c writes and reads the JSON): on a real pool
+/* Description: unit tests of the statistics file (lib/stats/stats.c takes the
+ * snapshot, lib/stats/statsfile.c writes and reads the JSON): on a real pool
  * with a cache and two volumes, after writes, cached reads and a trim, the
  * snapshot agrees with pc_pool_get_info and shows the cache and lock
  * activity; JSON -> struct gives the snapshot back field by field, and
@@ -17,7 +17,7 @@
  * refused, a later one (prepared_runs) may be missing but is checked when
  * there.
  *
- * Shown to fail by deliberate mutations of lib/statsfile.c, one at a
+ * Shown to fail by deliberate mutations of lib/stats/statsfile.c, one at a
  * time: "hits" not read (test_round_trip: the counter reads back as 0);
  * "readonly" not read (test_refusals: 0 there, and no "readonly" at all,
  * accepted); the refusal of 2^64-1 removed (test_on_json_c:
@@ -317,7 +317,7 @@ test_refusals (void **state)
           "quoted object property name expected, found ','");
 }
 
-/* What json-c accepts but a statistics file must not have (lib/json.c
+/* What json-c accepts but a statistics file must not have (lib/stats/json.c
  * lists it), and the rule for fields added after version 1: optional when
  * absent, checked when present. */
 static void

@@ -1,6 +1,6 @@
 /* punchcache: the statistics file (nbdkit punchcache ... stats=PATH) as a
  * C structure -- taken from a live pool, written as JSON, and read back
- * from a file by `punchcache stats` (lib/stats.c takes it, lib/statsfile.c
+ * from a file by `punchcache stats` (lib/stats/stats.c takes it, lib/stats/statsfile.c
  * converts it; docs/punchcache.1.md lists the fields).
  *
  * Round trip: for any snapshot s, pc_stats_parse (pc_stats_to_json (s))

@@ -8,7 +8,7 @@
  *
  * Multi-block requests are batched: a read gathers up to 1 MiB of cache
  * pages (the read window) and a write up to 64 pieces (the write window)
- * whose pool transfers go out together (lib/iobatch.c, io_uring where
+ * whose pool transfers go out together (lib/io/iobatch.c, io_uring where
  * available) -- see read_range and write_piece.
  *
  * Why: the invalidate lock (struct pc_vol_state.inval) is what closes the
@@ -58,7 +58,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "store-internal.h"
+#include "../pool/store-internal.h"
 
 _Static_assert (PC_MAX_VOLUMES <= 0xffff, "slot must fit a cache key");
 _Static_assert (PC_MIN_BLOCK_SIZE >= PC_CACHE_PAGE &&
@@ -615,7 +615,7 @@ get_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
   struct pc_alloc_stats st;
 
   *clean = true;
-  /* Lowest first still (lib/alloc.c): a prepared block only if no lower
+  /* Lowest first still (lib/pool/alloc.c): a prepared block only if no lower
    * block is free, e.g. one a trim freed since the run was prepared. */
   if (prep_pop (pool, pc_alloc_lowest_free (pool->alloc), pb))
     return 0;

@@ -2,7 +2,7 @@
  *
  * What: opens/creates a pool (layout in format.h), keeps every metadata
  * page (volume table, reverse map) in RAM, tracks which pages a change
- * dirtied, and commits them crash-safely.  The data path is lib/volume.c.
+ * dirtied, and commits them crash-safely.  The data path is lib/core/volume.c.
  *
  * Why this structure: the persistent truth is a *reverse* map, one 8-byte
  * owner entry per physical block (pblock -> volume slot, logical block).

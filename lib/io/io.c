@@ -15,7 +15,7 @@
  *      for the life of the pool (can_punch/can_zero_range).
  *  IO3 Data blocks go through dfd, opened O_DIRECT when the file system or
  *      device really supports it (a probe read at open), so the pool's data
- *      is cached only by lib/cache.c, within its budget.  Metadata, journal
+ *      is cached only by lib/cache/cache.c, within its budget.  Metadata, journal
  *      and fallocate use the buffered fd (small, and read whole at open).
  *      The two regions never overlap, and fdatasync on either descriptor
  *      covers the inode, so mixing them is coherent.  Callers align data

@@ -2,12 +2,12 @@
  * back (include/punchcache/stats.h).
  *
  * What: pc_stats_to_json writes the text a server puts in its stats=PATH
- * file (lib/stats.c takes the snapshot and writes the file); pc_stats_parse
+ * file (lib/stats/stats.c takes the snapshot and writes the file); pc_stats_parse
  * and pc_stats_read_file turn such a text back into a struct pc_stats, for
  * `punchcache stats`.  docs/punchcache.1.md lists the fields.
  *
  * Why JSON: jq, monitoring agents and `punchcache stats` read it.  json-c
- * parses and prints it (lib/json.c: names, which come from clients and
+ * parses and prints it (lib/stats/json.c: names, which come from clients and
  * pool files, always come out as valid JSON).  Why writer and reader in
  * one file over one struct: a field renamed in one is renamed in the
  * other (the counters are read and written from the same tables), and the
@@ -22,7 +22,7 @@
  * figures must agree with each other (used + free = capacity, bytes =
  * blocks x block size, as many volumes as the count says, valid volume
  * names, a known cache policy and page size).  Checked here because json-c
- * lets it through (lib/json.c lists what): integers are exact (json-c
+ * lets it through (lib/stats/json.c lists what): integers are exact (json-c
  * clamps larger ones to 2^64-1, so that value is refused), counters are
  * integers (not "1.", NaN or Infinity), strings are valid UTF-8 without
  * NUL.  Fields of version 1 as first written are required; those added

@@ -7,7 +7,7 @@
  * `stats=PATH` (temporary file in the same directory, fsync-free rename: a
  * reader never sees a half-written file).  The committer thread calls
  * pc_pool_write_stats every stats_interval_ms, and pc_pool_close once more
- * at the end.  The file's format, and its reader, are lib/statsfile.c's.
+ * at the end.  The file's format, and its reader, are lib/stats/statsfile.c's.
  *
  * Locks: the snapshot takes vol_mutex (volume table walk) and, through the
  * getters, each cache shard mutex and range-lock shard mutex in turn, one
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "punchcache/stats.h"
-#include "store-internal.h"
+#include "../pool/store-internal.h"
 
 static uint64_t
 now_ns (void)

@@ -1,6 +1,6 @@
-/* punchcache: the store's private structures, shared by lib/store.c (pool
- * life cycle, metadata, commits), lib/volume.c (the data path) and
- * lib/check.c (offline check).  Front-ends never include this.
+/* punchcache: the store's private structures, shared by lib/pool/store.c (pool
+ * life cycle, metadata, commits), lib/core/volume.c (the data path) and
+ * lib/pool/check.c (offline check).  Front-ends never include this.
  *
  * Lock order (lib/LOCKING has the full tree):
  *   vol_mutex -> invalidate rangelock -> allocation rangelock
