@@ -66,7 +66,8 @@ int pc_io_check_iov (struct pc_io *io, const struct iovec *iov, int iovcnt,
 int pc_io_pwrite (struct pc_io *io, const void *buf, uint64_t count,
                   uint64_t off);
 
-/* ---- batches (lib/io/iobatch.c) ---- */
+/* ---- batches (lib/io/iobatch.c, on top of lib/io/io.c, which never calls
+ * into it) ---- */
 
 /* One transfer of a batch: iovcnt (1..PC_IO_MAX_IOV) buffers, consecutive
  * in the pool from off, through the data descriptor (alignment rules as
