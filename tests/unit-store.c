@@ -188,13 +188,13 @@ count_problem (void *opaque, const char *msg)
   (*(int *) opaque)++;
 }
 
-/* Prepared blocks (lib/core/volume.c, O_DIRECT + ZERO_RANGE only): the first
+/* Prepared blocks (lib/pool/prepared.c, O_DIRECT + ZERO_RANGE only): the first
  * allocation zeroes a run of free blocks and keeps the rest; they count as
  * free, read as zeros under a partial write, are used lowest first, and
  * none is left in use after a close (the pool checks clean), whose host
  * space the close gives back (at least half of it: ext4 may leave a few
- * zeroed blocks written instead of unwritten).  Teeth: without pc_volume_release_prepared
- * in pc_pool_close, the st_blocks check failed. */
+ * zeroed blocks written instead of unwritten).  Teeth: without
+ * pc_pool_release_prepared (then pc_volume_release_prepared) in pc_pool_close, the st_blocks check failed. */
 static void
 test_prepared_blocks (void **state)
 {

@@ -62,7 +62,7 @@ struct pc_pool {
   struct pc_vol_state vols[PC_MAX_VOLUMES];
 
   struct pc_alloc *alloc;
-  /* Prepared blocks (volume.c): free blocks taken from the allocator in
+  /* Prepared blocks (prepared.c): free blocks taken from the allocator in
    * runs and zeroed with one FALLOC_FL_ZERO_RANGE per run, so allocating
    * writes into them skip the punch and write only their data.  Protected
    * by prep_mutex, a leaf held for the stack operations only. */
@@ -109,9 +109,13 @@ struct pc_pool {
   pthread_cond_t commit_cond;
 };
 
-/* volume.c */
+/* prepared.c */
+/* A free data block for an allocating write, and whether it is known to
+ * read as zeros (*clean).  0 or -ENOSPC (no message: the caller says which
+ * pool is full).  May commit (commit_mutex) to free blocks a trim freed. */
+int pc_pool_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean);
 /* Give the prepared blocks back to the allocator, punched (pool close). */
-void pc_volume_release_prepared (struct pc_pool *pool);
+void pc_pool_release_prepared (struct pc_pool *pool);
 
 /* stats.c */
 #define PC_DEFAULT_STATS_INTERVAL_MS 2000u

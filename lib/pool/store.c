@@ -994,7 +994,7 @@ pc_pool_close (struct pc_pool *pool)
 
   if (pool == NULL) return 0;
   stop_committer (pool);
-  pc_volume_release_prepared (pool);
+  pc_pool_release_prepared (pool);
   r = pc_store_commit (pool);
   if (r == 0 && !pool->readonly && pool->journal_head > 0) {
     /* Clean close: every journaled page is in place once synced, so the
