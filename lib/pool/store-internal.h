@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "punchcache/alloc.h"
 #include "punchcache/blockmap.h"
@@ -74,7 +75,6 @@ struct pc_pool {
   struct pc_cache *cache;       /* NULL = no cache; own locks (leaf) */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
   const char *uring_why;        /* why batches use system calls, or NULL */
-  char *stats_path;             /* opts.stats_path, owned copy */
   uint64_t opened_at_ns;        /* CLOCK_MONOTONIC at open */
 
   /* meta_mutex protects: pages[] (pointers and contents), the dirty set,
@@ -100,8 +100,6 @@ struct pc_pool {
   bool data_dirty;              /* atomic: data written since last sync */
   uint32_t txn_max;             /* pages per transaction */
 
-  uint64_t stats_written_ns;     /* committer thread only */
-
   pthread_t committer;
   bool committer_running;
   bool committer_stop;          /* under commit_cond_mutex */
@@ -117,10 +115,14 @@ int pc_pool_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean);
 /* Give the prepared blocks back to the allocator, punched (pool close). */
 void pc_pool_release_prepared (struct pc_pool *pool);
 
-/* stats.c */
-#define PC_DEFAULT_STATS_INTERVAL_MS 2000u
-void pc_stats_tick (struct pc_pool *pool);   /* committer thread */
-uint64_t pc_now_ns (void);                   /* CLOCK_MONOTONIC */
+static inline uint64_t
+pc_now_ns (void)                             /* CLOCK_MONOTONIC */
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);

@@ -48,6 +48,7 @@
 #include "punchcache/format.h"
 #include "punchcache/json.h"
 #include "punchcache/stats.h"
+#include "stats-internal.h"
 
 void
 pc_stats_free (struct pc_stats *st)
@@ -188,19 +189,27 @@ volumes_json (const struct pc_stats *st, int *err)
   return arr;
 }
 
+struct json_object *
+pc_stats_to_object (const struct pc_stats *st, int *err)
+{
+  struct json_object *root = json_object_new_object ();
+
+  pc_json_set_u64 (root, "version", PC_STATS_VERSION, err);
+  pc_json_set_u64 (root, "time", st->time, err);
+  pc_json_set_u64 (root, "uptime_ms", st->uptime_ms, err);
+  pc_json_set (root, "pool", pool_json (st, err), err);
+  pc_json_set (root, "cache", cache_json (st, err), err);
+  pc_json_set (root, "volumes", volumes_json (st, err), err);
+  pc_json_set (root, "invalidate_lock", lock_json (&st->lock, err), err);
+  return root;
+}
+
 int
 pc_stats_to_json (const struct pc_stats *st, char **json)
 {
-  struct json_object *root = json_object_new_object ();
   int err = 0;
+  struct json_object *root = pc_stats_to_object (st, &err);
 
-  pc_json_set_u64 (root, "version", PC_STATS_VERSION, &err);
-  pc_json_set_u64 (root, "time", st->time, &err);
-  pc_json_set_u64 (root, "uptime_ms", st->uptime_ms, &err);
-  pc_json_set (root, "pool", pool_json (st, &err), &err);
-  pc_json_set (root, "cache", cache_json (st, &err), &err);
-  pc_json_set (root, "volumes", volumes_json (st, &err), &err);
-  pc_json_set (root, "invalidate_lock", lock_json (&st->lock, &err), &err);
   return pc_json_to_text (root, err, json);
 }
 
