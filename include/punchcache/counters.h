@@ -32,8 +32,8 @@ void pc_pool_get_counters (struct pc_pool *pool, struct pc_pool_counters *c);
 /* The pool's file or device, as opened (valid while the pool is open). */
 const char *pc_pool_path (const struct pc_pool *pool);
 
-/* One volume's figures. */
-struct pc_volume_counters {
+/* One volume's figures (an entry of the statistics file's "volumes"). */
+struct pc_stats_volume {
   char name[48];
   uint64_t size;                    /* virtual size, bytes */
   uint64_t allocated;               /* bytes mapped */
@@ -43,7 +43,7 @@ struct pc_volume_counters {
 /* Fill out[0..n-1] for the volumes in use, in slot order, taken under one
  * hold of the volume table; out has room for max entries.  Returns n. */
 unsigned pc_pool_get_volume_counters (struct pc_pool *pool,
-                                      struct pc_volume_counters *out,
+                                      struct pc_stats_volume *out,
                                       unsigned max);
 
 #endif

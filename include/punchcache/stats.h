@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "punchcache/cache.h"
+#include "punchcache/counters.h"
 #include "punchcache/punchcache.h"
 #include "punchcache/rangelock.h"
 
@@ -38,13 +39,7 @@
  * ~135 MB while it is refused. */
 #define PC_STATS_MAX_SIZE (512u << 10)
 
-struct pc_stats_volume {
-  char name[48];
-  uint64_t size;                    /* virtual size, bytes */
-  uint64_t allocated;               /* bytes mapped */
-  unsigned connections;             /* open handles */
-  struct pc_rangelock_stats lock;   /* its invalidate lock */
-};
+/* struct pc_stats_volume, one volume's figures: counters.h. */
 
 struct pc_stats {
   uint64_t time;                    /* when taken: seconds since the epoch */

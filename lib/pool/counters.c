@@ -65,14 +65,14 @@ pc_pool_get_counters (struct pc_pool *pool, struct pc_pool_counters *c)
 
 unsigned
 pc_pool_get_volume_counters (struct pc_pool *pool,
-                             struct pc_volume_counters *out, unsigned max)
+                             struct pc_stats_volume *out, unsigned max)
 {
   unsigned n = 0;
 
   pthread_mutex_lock (&pool->vol_mutex);
   for (unsigned s = 0; s < PC_MAX_VOLUMES && n < max; s++) {
     struct pc_vol_state *v = &pool->vols[s];
-    struct pc_volume_counters *vc = &out[n];
+    struct pc_stats_volume *vc = &out[n];
     if (!v->in_use) continue;
     memset (vc, 0, sizeof *vc);
     snprintf (vc->name, sizeof vc->name, "%s", v->name);

@@ -44,27 +44,15 @@ add_lock_stats (struct pc_rangelock_stats *sum,
 
 /* Volumes (with their own lock counters) and the pool-wide sum; the count
  * is the one walked, so it always matches the array. */
-static int
+static void
 snapshot_volumes (struct pc_pool *pool, struct pc_stats *st)
 {
-  struct pc_volume_counters *vc = calloc (PC_MAX_VOLUMES, sizeof *vc);
-  unsigned n;
+  unsigned n = pc_pool_get_volume_counters (pool, st->volumes,
+                                            PC_MAX_VOLUMES);
 
-  if (vc == NULL)
-    return -ENOMEM;
-  n = pc_pool_get_volume_counters (pool, vc, PC_MAX_VOLUMES);
-  for (unsigned i = 0; i < n; i++) {
-    struct pc_stats_volume *sv = &st->volumes[i];
-    snprintf (sv->name, sizeof sv->name, "%s", vc[i].name);
-    sv->size = vc[i].size;
-    sv->allocated = vc[i].allocated;
-    sv->connections = vc[i].connections;
-    sv->lock = vc[i].lock;
-    add_lock_stats (&st->lock, &sv->lock);
-  }
+  for (unsigned i = 0; i < n; i++)
+    add_lock_stats (&st->lock, &st->volumes[i].lock);
   st->pool.nvolumes = n;
-  free (vc);
-  return 0;
 }
 
 /* The strings of a snapshot: copies, so it outlives the pool. */
@@ -102,11 +90,11 @@ pc_pool_get_stats (struct pc_pool *pool, struct pc_stats *st)
   st->cache_enabled = c.cache_enabled;
   st->cache = c.cache;
   st->volumes = calloc (PC_MAX_VOLUMES, sizeof *st->volumes);
-  if (st->volumes == NULL || snapshot_strings (pool, st) < 0 ||
-      snapshot_volumes (pool, st) < 0) {
+  if (st->volumes == NULL || snapshot_strings (pool, st) < 0) {
     pc_stats_free (st);
     return pc_error (ENOMEM, "out of memory taking statistics");
   }
+  snapshot_volumes (pool, st);
   return 0;
 }
 

@@ -148,6 +148,15 @@ writer_thread (void *arg)
   return NULL;
 }
 
+/* Open or closed, as set_section sees it (under the mutex). */
+static void
+set_pool (struct pc_pool *pool)
+{
+  pthread_mutex_lock (&w.mutex);
+  w.pool = pool;
+  pthread_mutex_unlock (&w.mutex);
+}
+
 int
 pc_stats_writer_open (struct pc_pool *pool, const char *path,
                       unsigned interval_ms)
@@ -159,13 +168,9 @@ pc_stats_writer_open (struct pc_pool *pool, const char *path,
   if ((w.path = strdup (path)) == NULL)
     return pc_error (ENOMEM, "out of memory");
   w.interval_ms = interval_ms ?: PC_DEFAULT_STATS_INTERVAL_MS;
-  pthread_mutex_lock (&w.mutex);
-  w.pool = pool;
-  pthread_mutex_unlock (&w.mutex);
+  set_pool (pool);
   if ((r = write_once ()) < 0) {
-    pthread_mutex_lock (&w.mutex);
-    w.pool = NULL;
-    pthread_mutex_unlock (&w.mutex);
+    set_pool (NULL);
     free (w.path);
     w.path = NULL;
   }
