@@ -481,7 +481,7 @@ main (int argc, char *argv[])
   if (!foreground)
     daemonise ();
   write_pidfile ();
-  if ((r = pc_pool_start (pcd_config.pool)) < 0 ||
+  if ((r = pc_params_start_pool (pcd_config.pool)) < 0 ||
       (r = pc_core_create (pcd_config.pool, CORE_WORKERS, &pcd_config.core)) < 0)
     die ("%s", pc_last_error ());
   if ((r = pcd_loops_start (nthreads)) < 0)
@@ -510,7 +510,7 @@ main (int argc, char *argv[])
     unlink (unix_path);
   pcd_loops_stop ();
   pc_core_destroy (pcd_config.core);
-  if (pc_pool_close (pcd_config.pool) < 0) {
+  if (pc_params_close_pool (pcd_config.pool) < 0) {
     pcd_log ("closing the pool: %s", pc_last_error ());
     status = EXIT_FAILURE;
   }
