@@ -141,6 +141,7 @@ if [ -n "$objdir" ]; then
         rel=${o#"$objdir"/}
         d=${rel%/.libs/*}; n=${rel##*/libpunchcache_la-}; n=${n%.o}
         file=$d/$n.c
+        [ -f "$file" ] || continue      # a stale object (moved source)
         nm --defined-only -g "$o" | awk -v f="$file" 'NF == 3 { print $3, f }' >> "$tmp/defs"
         nm -u "$o" | awk -v f="$file" '{ print f, $NF }' >> "$tmp/uses"
     done
