@@ -1,10 +1,10 @@
 /* bench/cache-policy - hit rates of the block cache's two policies, S3-FIFO
  * and LRU, on synthetic page-read streams, printed as a markdown table.
  *
- * Why: lib/cache.c uses S3-FIFO rather than LRU and says the choice was
+ * Why: lib/cache/cache.c uses S3-FIFO rather than LRU and says the choice was
  * made by measurement; this program is that measurement.  It drives the
- * real cache (lib/cache.c, through include/punchcache/cache.h) exactly as
- * the read path in lib/volume.c does: pc_cache_get of the whole 4 KiB page
+ * real cache (lib/cache/cache.c, through include/punchcache/cache.h) exactly as
+ * the read path in lib/core/volume.c does: pc_cache_get of the whole 4 KiB page
  * and, on a miss, pc_cache_fill_begin + "read the page" (a memset of the
  * fill buffer) + pc_cache_fill_end.  Both policies see the identical access
  * stream (same seed, same generator).
@@ -49,12 +49,12 @@
  * the automatic shard count and, for contrast, with a single shard, to show
  * whether sharding lets lookups scale.
  *
- * It needs lib/cache.c, plus lib/size.c and lib/error.c for --budget's
+ * It needs lib/cache/cache.c, plus lib/util/size.c and lib/util/error.c for --budget's
  * size parser.  Standalone build (BUILDDIR holds config.h):
  *   gcc -std=gnu11 -O2 -Wall -Wextra -I include -I BUILDDIR -D_GNU_SOURCE \
  *       -pthread bench/cache-policy.c BUILDDIR/lib/.libs/libpunchcache.a \
  *       -o cache-policy -lm
- * (or name lib/cache.c lib/size.c lib/error.c instead of the archive).
+ * (or name lib/cache/cache.c lib/util/size.c lib/util/error.c instead of the archive).
  * Run with --help for the options.
  */
 #include <config.h>
@@ -114,7 +114,7 @@ static const char help_text[] =
   "\n"
   "Measure the hit rates of the punchcache block cache's policies, S3-FIFO\n"
   "and LRU, on synthetic read streams driven through the real cache\n"
-  "(lib/cache.c), and print them as a markdown table.  Workloads: zipf over\n"
+  "(lib/cache/cache.c), and print them as a markdown table.  Workloads: zipf over\n"
   "a working set; the same zipf stream with one-pass sequential scans of 2x\n"
   "the capacity in bursts, and mixed in access by access (hit rates of the\n"
   "zipf accesses and of all accesses); a cyclic scan over 1.2x the capacity.\n"
@@ -577,7 +577,7 @@ stream_next (struct stream *st, enum access_class *cls)
 }
 
 /* ---------------------------------------------------------------------- */
-/* The read path, as lib/volume.c does it for one page. */
+/* The read path, as lib/core/volume.c does it for one page. */
 
 static inline bool
 read_page (struct pc_cache *c, uint64_t key, void *buf, uint64_t *unreserved)

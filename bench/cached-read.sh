@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/cached-read.sh - cached 4K random reads: punchcache vs nbdkit memory
-# and nbdkit null, side by side, printed as a markdown table for the README.
+# bench/cached-read.sh - cached 4K random reads: punchcache's two front-ends
+# (the nbdkit plugin and punchcached) vs nbdkit memory and nbdkit null, side
+# by side, printed as a markdown table for the README.
 # Run with --help for the full description.
 set -euo pipefail
 
@@ -9,8 +10,9 @@ set -euo pipefail
 usage () {
   cat <<EOF
 NAME
-    $prog - benchmark cached 4K random reads of punchcache against the
-    nbdkit memory and null plugins
+    $prog - benchmark cached 4K random reads of punchcache's two
+    front-ends, the nbdkit plugin and punchcached, against the nbdkit
+    memory and null plugins
 
 SYNOPSIS
     bench/$prog [--runtime S] [--reps N] [--size SIZE] [--build DIR]
@@ -18,26 +20,31 @@ SYNOPSIS
     bench/$prog --help
 
 DESCRIPTION
-    Starts three nbdkit servers, each on its own Unix socket in a private
-    temporary directory, all with --threads 16:
+    Starts four servers, each on its own Unix socket in a private
+    temporary directory, the nbdkit ones with --threads $NBDKIT_THREADS:
 
-      punchcache  a fresh pool (capacity 2 x SIZE) holding one thin volume
-                  of SIZE bytes, served with cache=2 x SIZE so the whole
-                  volume fits in the block cache;
+      punchcache  the plugin, nbdkit punchcache: a fresh pool (capacity
+                  2 x SIZE) holding one thin volume of SIZE bytes, served
+                  with cache=2 x SIZE so the whole volume fits in the
+                  block cache; "punchcache (plugin)" in the report;
+      punchcached the standalone server (server/punchcached of the
+                  build, no nbdkit) on a second pool made the same way,
+                  with the same parameters, and its defaults otherwise
+                  (event loop threads: one per CPU);
       memory      nbdkit memory SIZE (the data lives in nbdkit's RAM);
       null        nbdkit null SIZE (reads return zeros and touch no data:
                   the protocol's and nbdkit's own ceiling).
 
-    The punchcache volume and the memory disk are first filled completely
-    (fio, sequential 1M writes), so every read hits allocated data, then
-    punchcache's cache is warmed by one sequential 1M read pass over the
-    whole volume.  The measured load is then, for each server:
+    The two punchcache volumes and the memory disk are first filled
+    completely (fio, sequential 1M writes), so every read hits allocated
+    data, then the block caches are warmed by one sequential 1M read pass
+    over the whole volume.  The measured load is then, for each server:
 
       fio --ioengine=nbd --rw=randread --bs=4k --iodepth=32 --numjobs=2
           --group_reporting --time_based --runtime=S --size=SIZE
 
     (two NBD connections, 32 requests in flight on each).  This is repeated
-    N times; within a repetition the three servers run one after another,
+    N times; within a repetition the four servers run one after another,
     and the order rotates from one repetition to the next so slow drift of
     the machine (thermal, background load) does not favour one server.
 
@@ -45,20 +52,24 @@ DESCRIPTION
     naming the date, kernel, CPU, core count, fio and nbdkit versions and
     the exact command line, then a table with, per server, the median,
     minimum and maximum IOPS over the N repetitions, the peak resident set
-    size of its nbdkit process (VmHWM, read once all runs are done) and the
-    ratio punchcache median / that server's median.  Below the table: the
-    raw IOPS of every run and punchcache's block-cache hit rate during the
-    timed runs, taken from the plugin's stats=PATH file (written when
-    nbdkit exits on SIGTERM).  Progress goes to standard error.
+    size of its process (VmHWM, read once all runs are done) and the
+    ratios plugin median / that server's median and punchcached median /
+    that server's median.  Below the table: the raw IOPS of every run and
+    the block-cache hit rate of both front-ends during the timed runs,
+    taken from their stats=PATH files (written when they exit on
+    SIGTERM).  Every server must survive every run (checked after each:
+    process running, NBD handshake answered).  Progress goes to standard
+    error.
 
 OPTIONS
     --runtime S   seconds per timed fio run (integer >= 1; default 10)
-    --reps N      repetitions of the three runs (integer >= 1; default 3)
+    --reps N      repetitions of the four runs (integer >= 1; default 3)
     --size SIZE   size of every export, with an optional suffix K, M, G or
                   T (powers of 1024, as fio and nbdkit read them); a whole
                   number of MiB, at least 16M (default 1G)
     --build DIR   build tree holding plugins/punchcache/.libs/
-                  nbdkit-punchcache-plugin.so and tools/punchcache
+                  nbdkit-punchcache-plugin.so, tools/punchcache and
+                  server/punchcached
                   (default: \$BUILD if set, else ../build next to the
                   source tree if it holds a build, else the source tree
                   itself, for in-tree builds)
@@ -68,9 +79,9 @@ OPTIONS
 REQUIREMENTS
     nbdkit (with the memory and null plugins), fio with ioengine=nbd
     (fio --enghelp=nbd), nbdinfo (libnbd-bin: the readiness probe), and
-    jq or python3.  Memory: about 2 x SIZE free
-    (the memory disk plus punchcache's filled cache).  Disk: SIZE in the
-    temporary directory (\$TMPDIR, default /tmp) for the pool file; a pool
+    jq or python3.  Memory: about 3 x SIZE free
+    (the memory disk plus the two filled block caches).  Disk: 2 x SIZE
+    in the temporary directory (\$TMPDIR, default /tmp) for the pool files; a pool
     on tmpfs would make it a RAM disk, and punchcache then cannot use
     O_DIRECT, so keep \$TMPDIR on a real file system.
 
@@ -80,8 +91,9 @@ EXAMPLES
     bench/$prog --out bench/cached-read.md
 
 EXIT STATUS
-    0 on success, 1 on a failure (a server that did not start, a fio run
-    that failed or moved no data), 2 on a usage error.
+    0 on success, 1 on a failure (a server that did not start or did not
+    survive a run, a fio run that failed or moved no data), 2 on a usage
+    error.
 EOF
 }
 
@@ -113,21 +125,24 @@ want_uint --reps "$reps" 3
 want_size size --size "$size_arg" $(( 16 * MIB ))
 [ -z "$out" ] || want_out_file "$out"
 find_build "$build"
+need_punchcached
 
 # ------------------------------------------------------------ prerequisites
 
 need_cmds nbdkit nbdinfo
 need_fio_nbd
-# Memory: the memory disk (SIZE) + punchcache's filled cache (SIZE) + slack.
-need_ram $(( 2 * size + 256 * MIB )) "--size $size_arg"
+# Memory: the memory disk (SIZE) + two filled block caches (SIZE each) + slack.
+need_ram $(( 3 * size + 256 * MIB )) "--size $size_arg"
 
 # ------------------------------------------------------------ servers
 
 make_workdir cached-read
 need_real_fs "$dir"
-# Disk for the pool file (SIZE of data gets written).
-need_disk "$dir" $(( size + 64 * MIB )) "the pool"
-export_of[punchcache]=bench
+# Disk for the pool files (SIZE of data gets written to each).
+need_disk "$dir" $(( 2 * size + 64 * MIB )) "the pools"
+pcs=(punchcache punchcached)
+declare -A label=( [punchcache]="punchcache (plugin)" [punchcached]=punchcached
+                   [memory]="nbdkit memory" [null]="nbdkit null" )
 
 # fill NAME RW: one full sequential 1M pass (write or read) of the export.
 fill () { pass "$1" "$2" "$size"; }
@@ -135,24 +150,30 @@ fill () { pass "$1" "$2" "$size"; }
 log "build: $build"
 log "size $size_arg ($size bytes), runtime ${runtime}s, $reps rep(s), in $dir"
 
-"$tool" create "$dir/pool" $(( 2 * size )) >/dev/null
-"$tool" volume add "$dir/pool" bench "$size" >/dev/null
-
-start_nbdkit punchcache "$plugin" pool="$dir/pool" cache=$(( 2 * size )) \
-  stats="$dir/stats.json"
+for name in "${pcs[@]}"; do
+  "$tool" create "$dir/$name.pool" $(( 2 * size )) >/dev/null
+  "$tool" volume add "$dir/$name.pool" bench "$size" >/dev/null
+  export_of[$name]=bench
+done
+# The same parameters for both front-ends, each on its own pool.
+start_nbdkit punchcache "$plugin" pool="$dir/punchcache.pool" \
+  cache=$(( 2 * size )) stats="$dir/punchcache.stats.json"
+start_punchcached punchcached pool="$dir/punchcached.pool" \
+  cache=$(( 2 * size )) stats="$dir/punchcached.stats.json"
 start_nbdkit memory memory "$size"
 start_nbdkit null   null   "$size"
 
-log "prefill: writing ${size_arg} to punchcache and memory"
-fill punchcache write
-fill memory write
-log "warming punchcache's cache: one sequential read pass"
-fill punchcache read
-pc_stats_wait "$dir/stats.json" "$dir/stats.warm.json"
+log "prefill: writing ${size_arg} to punchcache, punchcached and memory"
+for name in "${pcs[@]}" memory; do fill "$name" write; done
+log "warming the block caches: one sequential read pass each"
+for name in "${pcs[@]}"; do
+  fill "$name" read
+  pc_stats_wait "$dir/$name.stats.json" "$dir/$name.stats.warm.json"
+done
 
 # ------------------------------------------------------------ timed runs
 
-servers=(punchcache memory null)
+servers=(punchcache punchcached memory null)
 declare -A iops=()                           # name -> "v1 v2 ..."
 for (( r = 0; r < reps; r++ )); do
   for (( k = 0; k < ${#servers[@]}; k++ )); do
@@ -164,14 +185,17 @@ for (( r = 0; r < reps; r++ )); do
     v=$(printf '%.0f' "$v")
     (( v > 0 )) || die "randread on $name: 0 IOPS"
     iops[$name]="${iops[$name]:-} $v"
-    log "rep $(( r + 1 ))/$reps  $(printf '%-10s' "$name") $(commas "$v") IOPS"
+    log "rep $(( r + 1 ))/$reps  $(printf '%-11s' "$name") $(commas "$v") IOPS"
   done
 done
 
-# Peak RSS, then stop punchcache so it writes its final statistics.
+# Peak RSS, then stop the two front-ends so they write their final
+# statistics.  A failed exit is a failure.
 declare -A rss=()
 for name in "${servers[@]}"; do rss[$name]=$(peak_rss "$name"); done
-stop_server punchcache || log "warning: nbdkit punchcache exited with status $?"
+for name in "${pcs[@]}"; do
+  stop_server "$name" || die "$name exited with status $? (see $dir/$name.log)"
+done
 
 # ------------------------------------------------------------ report
 
@@ -180,19 +204,22 @@ for name in "${servers[@]}"; do
   read -r "med[$name]" "lo[$name]" "hi[$name]" < <(summarize "${iops[$name]}")
 done
 
-w_hits=$(jget "$dir/stats.warm.json" cache.hits)
-w_miss=$(jget "$dir/stats.warm.json" cache.misses)
-f_hits=$(jget "$dir/stats.json" cache.hits)
-f_miss=$(jget "$dir/stats.json" cache.misses)
-f_rate=$(jget "$dir/stats.json" cache.hit_rate)
-t_hits=$(( f_hits - w_hits )); t_miss=$(( f_miss - w_miss ))
-t_rate=$(awk -v h=$t_hits -v m=$t_miss 'BEGIN {
-  if (h + m == 0) print "n/a"; else printf "%.2f%%", 100 * h / (h + m) }')
-direct=$(jget "$dir/stats.json" pool.direct_io)
+# Per front-end: hits and misses of the timed runs (final - warm), hit rate
+# over its whole life, direct_io.
+declare -A t_hits=() t_miss=() t_rate=() f_rate=() direct=()
+for name in "${pcs[@]}"; do
+  st=$dir/$name.stats.json warm=$dir/$name.stats.warm.json
+  t_hits[$name]=$(( $(jget "$st" cache.hits) - $(jget "$warm" cache.hits) ))
+  t_miss[$name]=$(( $(jget "$st" cache.misses) - $(jget "$warm" cache.misses) ))
+  t_rate[$name]=$(awk -v h="${t_hits[$name]}" -v m="${t_miss[$name]}" 'BEGIN {
+    if (h + m == 0) print "n/a"; else printf "%.2f%%", 100 * h / (h + m) }')
+  f_rate[$name]=$(awk -v r="$(jget "$st" cache.hit_rate)" 'BEGIN { printf "%.2f%%", 100 * r }')
+  direct[$name]=$(jget "$st" pool.direct_io)
+done
 
 report=$dir/report.md
 {
-  echo "### Cached 4K random reads: punchcache vs nbdkit memory and null"
+  echo "### Cached 4K random reads: punchcache (plugin) and punchcached vs nbdkit memory and null"
   echo
   machine_line
   echo
@@ -201,36 +228,40 @@ report=$dir/report.md
   echo "fio ioengine=nbd, randread bs=4k, iodepth=32 × numjobs=2 connections," \
        "${runtime} s per run, $reps rep(s) in rotating order; exports of" \
        "$(( size / MIB )) MiB, fully written; nbdkit --threads $NBDKIT_THREADS;" \
-       "punchcache cache=$(( 2 * size / MIB ))M, direct_io=$direct, warmed" \
-       "by one sequential read pass."
+       "punchcached with its default event loop threads (one per CPU);" \
+       "both front-ends cache=$(( 2 * size / MIB ))M, direct_io" \
+       "${direct[punchcache]} (plugin) and ${direct[punchcached]} (punchcached)," \
+       "warmed by one sequential read pass."
   echo
-  echo "| server | median IOPS | min | max | peak RSS | punchcache ratio |"
-  echo "|---|--:|--:|--:|--:|--:|"
+  echo "| server | median IOPS | min | max | peak RSS | plugin ÷ server | punchcached ÷ server |"
+  echo "|---|--:|--:|--:|--:|--:|--:|"
   for name in "${servers[@]}"; do
-    if [ "$name" = punchcache ]; then ratio="—"; label="punchcache"
-    else
-      ratio=$(ratio "${med[punchcache]}" "${med[$name]}")
-      label="nbdkit $name"
-    fi
-    echo "| $label | $(commas "${med[$name]}") | $(commas "${lo[$name]}")" \
-         "| $(commas "${hi[$name]}") | ${rss[$name]} | $ratio |"
+    r="—"; [ "$name" = punchcache ] || r=$(ratio "${med[punchcache]}" "${med[$name]}")
+    rd="—"; [ "$name" = punchcached ] || rd=$(ratio "${med[punchcached]}" "${med[$name]}")
+    echo "| ${label[$name]} | $(commas "${med[$name]}") | $(commas "${lo[$name]}")" \
+         "| $(commas "${hi[$name]}") | ${rss[$name]} | $r | $rd |"
   done
   echo
-  echo "Ratio = punchcache median / that server's median.  Raw IOPS per rep:" \
+  echo "Ratios of medians.  SPEC §7: plugin ≥ 1.0× nbdkit memory; punchcached" \
+       "≥ 1.5× the plugin and ≥ 1.2× nbdkit null.  Raw IOPS per rep:" \
        "$(for n in "${servers[@]}"; do printf '%s%s; ' "$n" "${iops[$n]}"; done | sed 's/; $//')."
-  echo "punchcache block cache during the timed runs: $t_rate hits" \
-       "($t_hits hits, $t_miss misses); over its whole life, including the" \
-       "warm-up pass: $(awk -v r="$f_rate" 'BEGIN { printf "%.2f%%", 100 * r }')."
+  for name in "${pcs[@]}"; do
+    echo "${label[$name]} block cache during the timed runs: ${t_rate[$name]} hits" \
+         "(${t_hits[$name]} hits, ${t_miss[$name]} misses); over its whole life," \
+         "including the warm-up pass: ${f_rate[$name]}."
+  done
 } >"$report"
 
-# Anything the plugin logged (errors, warnings) is worth a look.
-if [ -s "$dir/punchcache.log" ]; then
-  log "nbdkit punchcache logged:"; sed 's/^/    /' "$dir/punchcache.log" >&2
-fi
-if awk -v h=$t_hits -v m=$t_miss 'BEGIN { exit !(h + m > 0 && h < 0.99 * (h + m)) }'
-then
-  log "warning: cache hit rate during the timed runs is $t_rate (< 99%)"
-fi
+# Anything the front-ends logged (errors, warnings) is worth a look.
+for name in "${pcs[@]}"; do
+  if [ -s "$dir/$name.log" ]; then
+    log "$name logged:"; sed 's/^/    /' "$dir/$name.log" >&2
+  fi
+  if awk -v h="${t_hits[$name]}" -v m="${t_miss[$name]}" \
+       'BEGIN { exit !(h + m > 0 && h < 0.99 * (h + m)) }'; then
+    log "warning: $name's cache hit rate during the timed runs is ${t_rate[$name]} (< 99%)"
+  fi
+done
 
 cat "$report"
 [ -z "$out" ] || cp "$report" "$out"

@@ -6,16 +6,20 @@
 #   options       take_opt (--opt VAL / --opt=VAL / flags), want_uint,
 #                 want_bytes (K/M/G/T suffixes), want_size (the same, whole
 #                 MiB and a minimum), want_out_file,
-#                 find_build (the punchcache build tree: plugin and tool)
+#                 find_build (the punchcache build tree: plugin, tool and
+#                 the punchcached server)
 #   checks        need_cmds, need_fio_nbd, need_ram, need_disk,
 #                 need_real_fs (O_DIRECT needs a disk file system, not tmpfs)
 #   scratch       make_workdir: a private directory, removed at exit along
 #                 with every server still running (trap on EXIT/INT/TERM)
-#   servers       start_nbdkit, start_qemu_nbd, stop_server, uri; each server
-#                 has its own Unix socket in the work directory; peak RSS
-#                 (VmHWM) is recorded per server when it stops (peak_rss)
-#   fio           runfio (bounded by timeout(1)), pass (one full sequential
-#                 1M pass that must move every byte), jget (JSON values)
+#   servers       start_nbdkit, start_qemu_nbd, start_punchcached,
+#                 stop_server, uri; each server has its own Unix socket in
+#                 the work directory; peak RSS (VmHWM) is recorded per
+#                 server when it stops (peak_rss); check_alive dies loudly
+#                 when a server has died or stopped answering
+#   fio           runfio (bounded by timeout(1); checks the server is still
+#                 alive after every run), pass (one full sequential 1M pass
+#                 that must move every byte), jget (JSON values)
 #   numbers       summarize (median min max), ratio, commas, human, mib
 #   report        machine_line (date, kernel, CPU, cores, tool versions),
 #                 pc_stats_wait (a fresh punchcache stats=PATH snapshot)
@@ -114,8 +118,9 @@ want_out_file () {
 
 # find_build [DIR]: the build tree holding the plugin and the admin tool:
 # DIR, else $BUILD, else ../build next to the source tree if it holds a
-# build, else the source tree itself (in-tree builds).  Sets build, plugin
-# and tool (absolute paths).
+# build, else the source tree itself (in-tree builds).  Sets build, plugin,
+# tool and punchcached (absolute paths; the server is checked only by
+# need_punchcached, for the benchmarks that run it).
 find_build () {
   local b=${1:-} plugin_rel=plugins/punchcache/.libs/nbdkit-punchcache-plugin.so
   local tool_rel=tools/punchcache
@@ -129,10 +134,17 @@ find_build () {
   build=$(cd "$b" && pwd)
   plugin=$build/$plugin_rel
   tool=$build/$tool_rel
+  punchcached=$build/server/punchcached
   { [ -f "$plugin" ] && [ -x "$tool" ]; } ||
     die "no punchcache build in '$build' (want $plugin_rel and $tool_rel):
   build first (scripts/bootstrap.sh --no-install, or autoreconf -fi &&
   ./configure && make), or point --build (or \$BUILD) at the build directory"
+}
+
+# need_punchcached: the standalone server of the build found by find_build.
+need_punchcached () {
+  [ -x "$punchcached" ] ||
+    die "no punchcached in '$build' (want server/punchcached): build it (make), or leave punchcached out of --servers"
 }
 
 # ---------------------------------------------------------------- checks
@@ -275,6 +287,43 @@ start_qemu_nbd () {
   wait_ready "$name" qemu-nbd
 }
 
+# start_punchcached NAME KEY=VALUE...: the standalone server in the
+# foreground, with the plugin's parameters and its defaults otherwise (event
+# loop threads: one per CPU), exiting with us; returns once it serves.
+start_punchcached () {
+  local name=$1; shift
+  rm -f "$dir/$name.pid" "$dir/$name.sock"
+  "$punchcached" -f --exit-with-parent -U "$dir/$name.sock" -P "$dir/$name.pid" \
+    "$@" </dev/null >"$dir/$name.log" 2>&1 &
+  pid[$name]=$!
+  wait_ready "$name" punchcached
+}
+
+# check_alive NAME WHEN: NAME's process must still run (not exited, not a
+# zombie) and answer an NBD handshake within 10 s.  Otherwise die, loudly,
+# with how it ended, WHEN (e.g. "after fio a.0") and the end of its log, so
+# that a crash is never folded into a figure or blamed on a later run.
+check_alive () {
+  local name=$1 when=$2 p=${pid[$1]} state rc=0 why
+  state=$(awk '/^State:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || :
+  if [ -n "$state" ] && [ "$state" != Z ]; then
+    timeout 10 nbdinfo --size "$(uri "$name")" >/dev/null 2>&1 && return 0
+    why="is running but did not answer an NBD handshake within 10 s"
+  else
+    wait "$p" || rc=$?
+    unset "pid[$name]"
+    why="DIED (exit status $rc"
+    (( rc <= 128 )) || why+=", signal SIG$(kill -l $(( rc - 128 )) 2>/dev/null || echo $(( rc - 128 )))"
+    why+=")"
+  fi
+  printf '%s: --- end of %s ---\n' "$prog" "$dir/$name.log" >&2
+  tail -n 20 "$dir/$name.log" >&2
+  if grep -q 'sock >= 0' "$dir/$name.log" 2>/dev/null; then
+    printf '%s: that is the abort of nbdkit before 1.33.10 when a client hangs up with requests queued\n' "$prog" >&2
+  fi
+  die "server $name $why $when"
+}
+
 # note_rss NAME: fold NAME's current VmHWM into hwm_kb[NAME].
 note_rss () {
   local kb
@@ -349,8 +398,9 @@ print(len(v))' "$1" "$2"
 
 # runfio NAME TAG FIO-ARGS...: one fio run against server NAME (the caller
 # gives --name= for each job); JSON to $dir/NAME.TAG.json.  Fails on a fio
-# error or a job error.  Bounded by the largest --runtime= among the
-# arguments (600 s without one) plus 60 s, by timeout(1).
+# error or a job error, and when the server did not survive the run
+# (check_alive).  Bounded by the largest --runtime= among the arguments
+# (600 s without one) plus 60 s, by timeout(1).
 runfio () {
   local name=$1 tag=$2; shift 2
   local json=$dir/$name.$tag.json rt=0 arg njobs j
@@ -365,8 +415,10 @@ runfio () {
            --output-format=json --output="$json" "$@" \
        >"$dir/fio.$name.$tag.log" 2>&1; then
     cat "$dir/fio.$name.$tag.log" >&2
+    check_alive "$name" "during fio $tag"
     die "fio $tag on $name failed (or took over $(( rt + 60 )) s)"
   fi
+  check_alive "$name" "after fio $tag (the figure of that run is not used)"
   njobs=$(jlen "$json" jobs)
   for (( j = 0; j < njobs; j++ )); do
     [ "$(jget "$json" "jobs.$j.error")" = 0 ] ||

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# bench/run.sh - the benchmark suite of SPEC §7: punchcache against nbdkit
-# null, memory, file, file + cache filter and qemu-nbd (qcow2), eight fio
-# workloads over NBD on Unix sockets, one markdown report with ratios and
-# the §7 targets met or missed.  Run with --help for the full description.
+# bench/run.sh - the benchmark suite of SPEC §7: punchcache's two
+# front-ends (the nbdkit plugin and the standalone punchcached) against
+# nbdkit null, memory, file, file + cache filter and qemu-nbd (qcow2, with
+# cache=none and in its default cache mode), eight fio workloads over NBD
+# on Unix sockets, one markdown report with ratios and the §7 targets met
+# or missed.  Run with --help for the full description.
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -11,7 +13,8 @@ usage () {
   cat <<EOF
 NAME
     $prog - punchcache's benchmark suite: eight fio workloads against
-    punchcache and five peer servers, ratios and the SPEC §7 targets
+    punchcache's two front-ends (the nbdkit plugin and punchcached) and
+    six peer servers, ratios and the SPEC §7 targets
 
 SYNOPSIS
     bench/$prog [--quick] [--runtime S] [--reps N] [--size SIZE]
@@ -34,21 +37,36 @@ DESCRIPTION
       filecache   nbdkit --filter=cache file on a sparse file (writeback
                   cache in a temporary file in the work directory)
       qemu        qemu-nbd on a qcow2 image (64 KiB clusters, no
-                  preallocation): -f qcow2 --cache=none --aio=native
-                  --discard=unmap -e 4 -t
-      punchcache  nbdkit punchcache: a pool of 2 x SIZE (default 64 KiB
-                  blocks) holding a thin volume "bench" of SIZE bytes,
-                  cache=2 x SIZE so the whole volume fits in the cache
+                  preallocation), cache=none: -f qcow2 --cache=none
+                  --aio=native --discard=unmap -e 4 -t
+      qemu-default
+                  qemu-nbd on a qcow2 image as its users run it by
+                  default: -f qcow2 --discard=unmap -e 4 -t, nothing
+                  else (cache=writeback through the host page cache,
+                  aio=threads); -e 4 only so fio's two connections may
+                  share it (the default, 1, refuses the second)
+      punchcache  the plugin, nbdkit punchcache: a pool of 2 x SIZE
+                  (default 64 KiB blocks) holding a thin volume "bench"
+                  of SIZE bytes, cache=2 x SIZE so the whole volume fits
+                  in the cache; "punchcache (plugin)" in the report
+      punchcached the standalone server (server/punchcached of the build:
+                  its own event loops and io_uring, no nbdkit) on a pool
+                  made exactly as the plugin's (same size, block size,
+                  volume, cache=, stats=), started with its defaults
+                  otherwise: punchcached -f --exit-with-parent -U SOCKET
+                  pool=... cache=... stats=... (event loop threads: one
+                  per CPU)
 
     Every nbdkit runs with --threads $NBDKIT_THREADS.  qemu-nbd has no thread
     pool option: its one main-loop thread runs every request as a
-    coroutine and, with --aio=native, submits the I/O through Linux AIO
-    (no worker threads).  cache=none (O_DIRECT on the image, qcow2
-    metadata cached in qemu's RAM until a flush) is chosen because it is
-    punchcache's own data path: neither gets help from the kernel's page
-    cache, so the qcow2 comparison (workload c) measures allocation, not
-    caching.  nbdkit file and the cache filter use the page cache, as
-    they do by default.
+    coroutine; with --aio=native (qemu) it submits the I/O through Linux
+    AIO (no worker threads), by default (qemu-default) through a pool of
+    worker threads.  cache=none (O_DIRECT on the image, qcow2 metadata
+    cached in qemu's RAM until a flush) is punchcache's own data path:
+    neither gets help from the kernel's page cache, so that qcow2
+    comparison (workload c) measures allocation, not caching;
+    qemu-default writes into the page cache, as nbdkit file and the
+    cache filter do by default.
 
     Workloads (letters for --workloads).  "QD32 x 2" means
     --iodepth=32 --numjobs=2: two NBD connections, 32 requests in
@@ -56,15 +74,17 @@ DESCRIPTION
 
       a  4K random read, QD32 x 2, cached: the export is fully written,
          then every server gets one sequential 1M read pass (it fills
-         punchcache's block cache and the page cache of the file peers).
-      b  4K random read, QD32 x 2, cold.  punchcache is restarted on the
-         same pool with cache=0 (pool reads with O_DIRECT).  The file
-         peers are "as they are" but with their data out of the page
-         cache: before every run their files (and the cache filter's
-         temporary file, through /proc/PID/fd) are synced and dropped
-         with POSIX_FADV_DONTNEED (dd iflag=nocache), which touches no
-         other file on the machine.  qemu-nbd (cache=none) has no data
-         cache to drop.  null and memory: n/a (no cold state).
+         the block caches of punchcache and punchcached and the page
+         cache of the file peers and of qemu-default).
+      b  4K random read, QD32 x 2, cold.  punchcache and punchcached are
+         restarted on the same pool with cache=0 (pool reads with
+         O_DIRECT).  The page-cache peers (file, filecache, qemu-default)
+         are "as they are" but with their data out of the page cache:
+         before every run their files (and the cache filter's temporary
+         file, through /proc/PID/fd) are synced and dropped with
+         POSIX_FADV_DONTNEED (dd iflag=nocache), which touches no other
+         file on the machine.  qemu-nbd with cache=none has no data cache
+         to drop.  null and memory: n/a (no cold state).
       c  4K random write into a fresh thin export (allocating): for
          every repetition each server gets a new export of 4 x SIZE (a
          new pool, sparse file, qcow2 image, memory disk) and a new
@@ -74,10 +94,11 @@ DESCRIPTION
          every write allocates.  The run ends after --runtime or when
          every unit got its write.  null: n/a.
       d  4K random overwrite, QD32 x 2, of the fully written export,
-         starting settled: the file peers' files written back and out
-         of the page cache before every run, as in b, so the start does
-         not depend on the workloads before (and it is the faster start
-         for nbdkit file on this kernel).
+         starting settled: the files of the file peers and of
+         qemu-default written back and out of the page cache before
+         every run, as in b, so the start does not depend on the
+         workloads before (and it is the faster start for nbdkit file on
+         this kernel).
       e  1 MiB sequential read (cached, as in a) and 1 MiB sequential
          write (overwrite, starting settled as d), one connection, QD8,
          in MiB/s.
@@ -117,15 +138,24 @@ DESCRIPTION
     (before, after, and sampled before every run);
     an overview of the medians per workload and server (and each
     server's peak RSS, VmHWM, over all its processes); the ratios
-    punchcache median / peer median; the SPEC §7 targets with the
-    measured figure and met or missed; per workload, median, min, max,
-    spread ((max - min) / median) and ratio per server; setup notes; the
+    plugin median / peer median and punchcached median / peer median
+    (the plugin among the peers); the SPEC §7 targets with the measured
+    figure and met or missed; per workload, median, min, max, spread
+    ((max - min) / median) and both ratios per server; setup notes; the
     raw value of every run.  Progress goes to standard error.
 
-    The default run takes about 16 minutes on 2 cores (15:38 for
-    latest.md), --quick about 2.5 (g alone, five phases per server,
-    takes a minute).  Numbers from a shared, noisy machine: read the
-    ratios and the spread, not the absolute values.
+    Every server must survive every run: after each fio run the script
+    checks that the server's process still runs and answers an NBD
+    handshake, and otherwise stops with an error naming the server, the
+    run, its exit status or signal and the end of its log (nbdkit before
+    1.33.10 aborts, "Assertion 'sock >= 0' failed", when a client hangs
+    up with requests queued; fio ends its runs without doing that).
+
+    The default run takes about 21 minutes on 2 cores (15:38 for
+    latest.md, before punchcached and qemu-default were added), --quick
+    about 5 (g alone, five phases per server, takes 1.5 minutes).
+    Numbers from a shared, noisy machine: read the ratios and the
+    spread, not the absolute values.
 
 OPTIONS
     --quick          smoke run: --runtime 2 --reps 1 --size 128M (each
@@ -138,24 +168,27 @@ OPTIONS
     --workloads LIST comma-separated subset of a,b,c,d,e,f,g,h (default
                      all); they run in alphabetical order
     --servers LIST   comma-separated subset of null, memory, file,
-                     filecache, qemu, punchcache (default all; without
-                     punchcache there are no ratios)
+                     filecache, qemu, qemu-default, punchcache,
+                     punchcached (default all; the ratios need
+                     punchcache or punchcached)
     --punch-rate N   workload g: the rate of the limited job 2, N trims/s
                      and N writes/s (integer >= 1; default 1000)
     --perf DIR       profile: attach perf record (cpu-clock, DWARF call
-                     graphs) to the punchcache process for each of its
-                     timed runs, one DIR/TAG.perf.data per run (see
-                     perf report -i); punchcache's numbers then carry
-                     perf's overhead
+                     graphs) to the punchcache and punchcached processes
+                     for each of their timed runs, one
+                     DIR/SERVER.TAG.perf.data per run (see perf report
+                     -i); their numbers then carry perf's overhead
     --pc-block-size SIZE
-                     what-if runs: create punchcache's pools with this
-                     block size (4K..1M; default the tool's, 64K)
+                     what-if runs: create the pools of punchcache and
+                     punchcached with this block size (4K..1M; default
+                     the tool's, 64K)
     --pc-param direct=auto|on|off
                      what-if runs: pass this parameter to every
-                     punchcache (direct=off: buffered pool I/O, the
-                     page cache next to the block cache)
+                     punchcache and punchcached (direct=off: buffered
+                     pool I/O, the page cache next to the block cache)
     --build DIR      build tree holding plugins/punchcache/.libs/
-                     nbdkit-punchcache-plugin.so and tools/punchcache
+                     nbdkit-punchcache-plugin.so, tools/punchcache and
+                     server/punchcached
                      (default: \$BUILD if set, else ../build next to the
                      source tree if it holds a build, else the source
                      tree itself)
@@ -178,14 +211,16 @@ ENVIRONMENT
                 statistics) instead of removing it at exit
 
 EXAMPLES
-    bench/$prog --quick                        # smoke run, ~2.5 minutes
+    bench/$prog --quick                        # smoke run, ~5 minutes
     bench/$prog --out bench/results/latest.md  # the README's numbers
+    bench/$prog --workloads a --servers null,punchcache,punchcached --reps 5
     bench/$prog --workloads a,g --servers file,punchcache --reps 5
     bench/$prog --workloads c,d --servers punchcache --reps 1 --perf /tmp/p
 
 EXIT STATUS
-    0 on success, 1 on a failure (a server that did not start, a fio run
-    that failed or moved no data), 2 on a usage error.
+    0 on success, 1 on a failure (a server that did not start or did not
+    survive a run, a fio run that failed or moved no data), 2 on a usage
+    error.
 EOF
 }
 
@@ -194,7 +229,7 @@ EOF
 cmdline=$(quote_cmdline "$0" "$@")
 
 all_workloads=(a b c d e f g h)
-all_servers=(null memory file filecache qemu punchcache)
+all_servers=(null memory file filecache qemu qemu-default punchcache punchcached)
 quick=no runtime="" reps="" size_arg="" build="" out=""
 workloads_arg="" servers_arg="" punch_rate=1000 perf_dir=""
 pc_block_size="" pc_params=() pc_what_if=""
@@ -245,7 +280,7 @@ fi
 pick_list () {
   local option=$1 value=$2 item k; shift 2
   local -A want=()
-  [[ $value =~ ^[a-z]+(,[a-z]+)*$ ]] ||
+  [[ $value =~ ^[a-z-]+(,[a-z-]+)*$ ]] ||
     usage_error "$option: want a comma-separated list, got '$value'"
   for item in ${value//,/ }; do
     [[ " $* " == *" $item "* ]] ||
@@ -262,7 +297,12 @@ list=$(pick_list --servers "${servers_arg:-$(IFS=,; echo "${all_servers[*]}")}" 
 read -r -a servers <<<"$list"
 
 has () { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
-has punchcache "${servers[@]}" && find_build "$build"
+# The punchcache servers (the plugin, the standalone server) among them.
+is_pc () { [ "$1" = punchcache ] || [ "$1" = punchcached ]; }
+pcs=()
+for s in "${servers[@]}"; do is_pc "$s" && pcs+=("$s"); done
+(( ${#pcs[@]} == 0 )) || find_build "$build"
+has punchcached "${servers[@]}" && need_punchcached
 
 # ---------------------------------------------------------------- setup
 
@@ -270,7 +310,8 @@ need_cmds nbdkit nbdinfo dd sync
 need_fio_nbd
 fio --cmdhelp=rw 2>/dev/null | grep -q randtrimwrite ||
   die "this fio ($(fio --version)) has no rw=randtrimwrite (workload g)"
-has qemu "${servers[@]}" && need_cmds qemu-nbd qemu-img
+{ has qemu "${servers[@]}" || has qemu-default "${servers[@]}"; } &&
+  need_cmds qemu-nbd qemu-img
 [ -z "$perf_dir" ] || need_cmds perf
 need_ram $(( 4 * size + 512 * MIB )) "--size $size_arg"
 
@@ -286,8 +327,9 @@ pc_cache=$(( 2 * size ))
 
 declare -A label=(
   [null]="nbdkit null" [memory]="nbdkit memory" [file]="nbdkit file"
-  [filecache]="nbdkit file + cache filter" [qemu]="qemu-nbd qcow2"
-  [punchcache]="punchcache"
+  [filecache]="nbdkit file + cache filter" [qemu]="qemu-nbd qcow2 cache=none"
+  [qemu-default]="qemu-nbd qcow2 default cache" [punchcache]="punchcache (plugin)"
+  [punchcached]="punchcached"
 )
 # The servers a workload does not apply to (n/a), and why; every other
 # server runs it.
@@ -338,17 +380,18 @@ backing () {
     file|filecache)
       truncate -s "$bytes" "$dir/$name.img"
       [ "$kind" = file ] || mkdir -p "$dir/$name.tmp" ;;
-    qemu)
+    qemu|qemu-default)
       qemu-img create -q -f qcow2 "$dir/$name.qcow2" "$bytes" ;;
-    punchcache)
+    punchcache|punchcached)
       "$tool" create "$dir/$name.pool" $(( bytes + pc_cache / 2 )) \
         ${pc_block_size:+--block-size "$pc_block_size"} >/dev/null
       "$tool" volume add "$dir/$name.pool" bench "$bytes" >/dev/null ;;
   esac
 }
 
-# serve NAME KIND BYTES [CACHE]: start NAME (punchcache with cache=CACHE,
-# default $pc_cache) on its backing.
+# serve NAME KIND BYTES [CACHE]: start NAME (punchcache or punchcached with
+# cache=CACHE, default $pc_cache) on its backing.  The two punchcache
+# front-ends get the same parameters.
 serve () {
   local name=$1 kind=$2 bytes=$3 cache=${4:-$pc_cache}
   case "$kind" in
@@ -358,23 +401,26 @@ serve () {
                    --filter=cache file "$dir/$name.img" ;;
     qemu)        start_qemu_nbd "$name" -f qcow2 --cache=none --aio=native \
                    --discard=unmap -e 4 "$dir/$name.qcow2" ;;
-    punchcache)
+    qemu-default) start_qemu_nbd "$name" -f qcow2 --discard=unmap -e 4 \
+                   "$dir/$name.qcow2" ;;
+    punchcache|punchcached)
+      local params=(pool="$dir/$name.pool" cache="$cache" "${pc_params[@]}"
+                    stats="$dir/$name.stats.json")
       export_of[$name]=bench
-      start_nbdkit "$name" "$plugin" pool="$dir/$name.pool" cache="$cache" \
-        "${pc_params[@]}" \
-        stats="$dir/$name.stats.json" ;;
+      if [ "$kind" = punchcache ]; then start_nbdkit "$name" "$plugin" "${params[@]}"
+      else start_punchcached "$name" "${params[@]}"; fi ;;
   esac
 }
 
 # unserve NAME: stop NAME; a failed exit is a failure of the run.  The
-# main punchcache's statistics at exit (written on SIGTERM) are kept in
-# final_stats.
-final_stats=""
+# main punchcache's and punchcached's statistics at exit (written on
+# SIGTERM) are kept in final_stats[NAME].
+declare -A final_stats=()
 unserve () {
   stop_server "$1" || die "$1 exited with status $? (see $dir/$1.log)"
-  if [ "$1" = punchcache ] && [ -f "$dir/$1.stats.json" ]; then
-    final_stats=$dir/$1.stats.final.json
-    cp "$dir/$1.stats.json" "$final_stats"
+  if is_pc "$1" && [ -f "$dir/$1.stats.json" ]; then
+    final_stats[$1]=$dir/$1.stats.final.json
+    cp "$dir/$1.stats.json" "${final_stats[$1]}"
   fi
 }
 
@@ -396,8 +442,9 @@ prep () {
   fi
   case "$state" in
     warm)
-      # qemu-nbd (cache=none) keeps no data, and the fill already loaded
-      # its qcow2 metadata: a read pass would warm nothing.
+      # qemu-nbd with cache=none keeps no data, and the fill already
+      # loaded its qcow2 metadata: a read pass would warm nothing.
+      # (qemu-default reads through the page cache: warmed like file.)
       if [ "${warm[$name]:-0}" = 0 ] && [ "$name" != qemu ]; then
         pass "$name" read "$size"; warm[$name]=1
       fi ;;
@@ -412,8 +459,9 @@ drop_file () {
     die "could not drop the page cache of $1"
 }
 
-# drop_cache NAME: the cold state of workload b.  punchcache's cold
-# instance has cache=0 and O_DIRECT; qemu-nbd runs with cache=none.
+# drop_cache NAME: the cold state of workload b.  punchcache's and
+# punchcached's cold instances have cache=0 and O_DIRECT; qemu-nbd runs
+# with cache=none; qemu-default's image goes out of the page cache.
 drop_cache () {
   local name=$1 fd target
   case "$name" in
@@ -424,6 +472,7 @@ drop_cache () {
         target=$(readlink "$fd") || continue
         [[ $target == "$dir/filecache.tmp/"* ]] && drop_file "$fd"
       done ;;
+    qemu-default) drop_file "$dir/qemu-default.qcow2" ;;
   esac
   return 0
 }
@@ -494,15 +543,15 @@ make_iologs () {
 
 # timed_fio NAME TAG FIO-ARGS...: runfio, and with --perf, perf record
 # attached to NAME's process for the length of the run when NAME is a
-# punchcache (cpu-clock: this VM has no hardware counters; DWARF call
-# graphs: the plugin is built -O2 without frame pointers).
+# punchcache or punchcached (cpu-clock: this VM has no hardware counters;
+# DWARF call graphs: both are built -O2 without frame pointers).
 timed_fio () {
   local name=$1 tag=$2 perf_pid=""
-  if [ -n "$perf_dir" ] && [[ $name == punchcache || $name == c*-punchcache ]]; then
+  if [ -n "$perf_dir" ] && is_pc "${name#c[0-9]*-}"; then
     timeout -s INT -k 5 $(( 5 * runtime + 180 )) \
       perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 \
-        -p "${pid[$name]}" -o "$perf_dir/$tag.perf.data" \
-        >"$perf_dir/$tag.perf.log" 2>&1 &
+        -p "${pid[$name]}" -o "$perf_dir/$name.$tag.perf.data" \
+        >"$perf_dir/$name.$tag.perf.log" 2>&1 &
     perf_pid=$!
     sleep 0.5                         # perf attaches before the load starts
   fi
@@ -512,8 +561,8 @@ timed_fio () {
     local rc=0; wait "$perf_pid" || rc=$?
     # 130: perf's exit on the SIGINT that ends it.
     (( rc == 0 || rc == 130 )) ||
-      warn "perf record for $tag: status $rc (see $perf_dir/$tag.perf.log)"
-    log "  perf: $perf_dir/$tag.perf.data"
+      warn "perf record for $name $tag: status $rc (see $perf_dir/$name.$tag.perf.log)"
+    log "  perf: $perf_dir/$name.$tag.perf.data"
   fi
 }
 
@@ -636,13 +685,14 @@ for s in "${main_servers[@]}"; do
   serve "$s" "$s" "$size"
 done
 log "started: ${main_servers[*]:-none}"
-direct_io=""
-if has punchcache "${main_servers[@]}"; then
-  pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.start.json"
-  direct_io=$(jget "$dir/punchcache.stats.start.json" pool.direct_io)
-  [ "$direct_io" = true ] ||
-    warn "punchcache does not use O_DIRECT here: $(jget "$dir/punchcache.stats.start.json" pool.direct_io_note)"
-fi
+declare -A direct_io=()               # punchcache server -> pool.direct_io
+for s in "${pcs[@]}"; do
+  has "$s" "${main_servers[@]}" || continue
+  pc_stats_wait "$dir/$s.stats.json" "$dir/$s.stats.start.json"
+  direct_io[$s]=$(jget "$dir/$s.stats.start.json" pool.direct_io)
+  [ "${direct_io[$s]}" = true ] ||
+    warn "$s does not use O_DIRECT here: $(jget "$dir/$s.stats.start.json" pool.direct_io_note)"
+done
 
 for w in "${workloads[@]}"; do
   run_servers=()
@@ -655,18 +705,24 @@ for w in "${workloads[@]}"; do
   esac
   (( ${#run_servers[@]} > 0 )) || { log "workload $w: no selected server"; continue; }
   log "workload $w: ${run_servers[*]}"
-  if [ "$w" = b ] && has punchcache "${run_servers[@]}"; then
-    log "restarting punchcache with cache=0 (cold: O_DIRECT pool reads)"
-    unserve punchcache; serve punchcache punchcache "$size" 0
+  run_pcs=()
+  for s in "${pcs[@]}"; do has "$s" "${run_servers[@]}" && run_pcs+=("$s"); done
+  if [ "$w" = b ]; then
+    for s in "${run_pcs[@]}"; do
+      log "restarting $s with cache=0 (cold: O_DIRECT pool reads)"
+      unserve "$s"; serve "$s" "$s" "$size" 0
+    done
   fi
   [ "$w" != c ] || make_iologs
-  # Statistics of punchcache over a and g (cache hits, lock waits),
-  # from after its first preparation.
-  snap=no
-  if [[ $w == a || $w == g ]] && has punchcache "${run_servers[@]}"; then
-    snap=yes
-    prep punchcache warm
-    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.0.json"
+  # Statistics of punchcache and punchcached over a and g (cache hits,
+  # lock waits), from after their first preparation.
+  snap=()
+  if [[ $w == a || $w == g ]]; then
+    for s in "${run_pcs[@]}"; do
+      snap+=("$s")
+      prep "$s" warm
+      pc_stats_wait "$dir/$s.stats.json" "$dir/$s.stats.$w.0.json"
+    done
   fi
   n=${#run_servers[@]}
   for (( r = 0; r < reps; r++ )); do
@@ -689,16 +745,19 @@ for w in "${workloads[@]}"; do
         fi
         v=${vals["${part/#g/g.kept}|$s"]:-}; v=${v##* }
         [ "$w" != g ] || v="alone ${vals["g.alone|$s"]##* } with ${vals["g.with|$s"]##* } kept $v, unlimited ${vals["g.withmax|$s"]##* } kept ${vals["g.keptmax|$s"]##* }"
-        log "  $part rep $(( r + 1 ))/$reps $(printf '%-10s' "$s") $v"
+        log "  $part rep $(( r + 1 ))/$reps $(printf '%-12s' "$s") $v"
       done
     done
   done
-  [ "$snap" = no ] ||
-    pc_stats_wait "$dir/punchcache.stats.json" "$dir/punchcache.stats.$w.1.json"
-  if [ "$w" = b ] && has punchcache "${run_servers[@]}"; then
-    log "restarting punchcache with cache=$(( pc_cache / MIB ))M"
-    unserve punchcache; serve punchcache punchcache "$size"
-    warm[punchcache]=0
+  for s in "${snap[@]}"; do
+    pc_stats_wait "$dir/$s.stats.json" "$dir/$s.stats.$w.1.json"
+  done
+  if [ "$w" = b ]; then
+    for s in "${run_pcs[@]}"; do
+      log "restarting $s with cache=$(( pc_cache / MIB ))M"
+      unserve "$s"; serve "$s" "$s" "$size"
+      warm[$s]=0
+    done
   fi
 done
 
@@ -735,14 +794,17 @@ cell () {
   fi
 }
 
-# pc_ratio ROW PEER: punchcache median / PEER median.
-pc_ratio () {
-  if [ -n "${med["$1|punchcache"]:-}" ] && [ -n "${med["$1|$2"]:-}" ]; then
-    ratio "${med["$1|punchcache"]}" "${med["$1|$2"]}"
-  elif ! has "$2" ${eligible[${1%%.*}]}; then printf 'n/a'
+# ratio_of SUBJECT ROW PEER: SUBJECT median / PEER median.
+ratio_of () {
+  if [ -n "${med["$2|$1"]:-}" ] && [ -n "${med["$2|$3"]:-}" ]; then
+    ratio "${med["$2|$1"]}" "${med["$2|$3"]}"
+  elif ! has "$3" ${eligible[${2%%.*}]}; then printf 'n/a'
   else printf '—'
   fi
 }
+# pc_ratio / pcd_ratio ROW PEER: the plugin's / punchcached's ratio.
+pc_ratio () { ratio_of punchcache "$@"; }
+pcd_ratio () { ratio_of punchcached "$@"; }
 
 # rss_cell main|c SERVER: peak RSS of its main process / of c's processes.
 rss_cell () {
@@ -774,8 +836,21 @@ verdict () {
     print ok ? "**met**" : "**missed**" }'
 }
 
+# The peers: every server but the two front-ends.
 peers=()
-for s in "${servers[@]}"; do [ "$s" = punchcache ] || peers+=("$s"); done
+for s in "${servers[@]}"; do is_pc "$s" || peers+=("$s"); done
+
+# ratio_table SUBJECT FN PEERS...: SUBJECT median / each PEER median.
+ratio_table () {
+  local subject=$1 fn=$2 row; shift 2
+  echo
+  echo "### Ratios: ${label[$subject]} median / peer median"
+  echo
+  table_header workload "÷ " "$@"
+  for row in "${rows[@]}"; do
+    is_share "$row" || table_row "$fn" "$row" "${row_title[$row]}" "$@"
+  done
+}
 
 pcstat () { jget "$1" "$2" 2>/dev/null || echo "?"; }
 
@@ -783,7 +858,9 @@ report=$dir/report.md
 {
   echo "## punchcache benchmark suite (SPEC §7)"
   echo
-  if has qemu "${servers[@]}"; then machine_line qemu; else machine_line; fi
+  if has qemu "${servers[@]}" || has qemu-default "${servers[@]}"; then
+    machine_line qemu
+  else machine_line; fi
   echo
   echo "\`$cmdline\`"
   echo
@@ -791,19 +868,22 @@ report=$dir/report.md
        "(c: fresh exports of $(( c_size / MIB )) MiB); ${runtime} s per timed" \
        "run; $reps repetition(s) per workload, server order rotating;" \
        "nbdkit --threads $NBDKIT_THREADS; qemu-nbd -f qcow2 --cache=none" \
-       "--aio=native --discard=unmap (one main-loop thread, Linux AIO);" \
-       "punchcache cache=$(( pc_cache / MIB ))M, block ${pc_block_size:-64K}${pc_params[*]:+, ${pc_params[*]}}," \
-       "direct_io=${direct_io:-n/a}; work directory on $fs_type." \
+       "--aio=native --discard=unmap (one main-loop thread, Linux AIO)" \
+       "and qemu-nbd -f qcow2 --discard=unmap (its default cache=writeback" \
+       "and aio=threads), both -e 4;" \
+       "punchcache (plugin) and punchcached: cache=$(( pc_cache / MIB ))M, block ${pc_block_size:-64K}${pc_params[*]:+, ${pc_params[*]}}," \
+       "direct_io $(for s in "${pcs[@]}"; do printf '%s=%s ' "$s" "${direct_io[$s]:-n/a}"; done)(punchcached" \
+       "with its default event loop threads, one per CPU); work directory on $fs_type." \
        "Load average before: $load_before, after: $load_after;" \
        "1-minute load average before each timed run: median" \
        "$(cut -d' ' -f1 <<<"$load_during"), min $(cut -d' ' -f2 <<<"$load_during")," \
        "max $(cut -d' ' -f3 <<<"$load_during") ($(nproc) cores, shared: fio" \
        "and the server compete for them, and other engineers' builds and" \
        "tests ran at the same time). Whole run: $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
-  [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache:" \
-       "its numbers carry perf's overhead; do not compare them.**"
-  [ -z "$pc_block_size$pc_what_if" ] || echo "**What-if run: punchcache is not in" \
-       "its default configuration (see above).**"
+  [ -z "$perf_dir" ] || echo "**perf record was attached to punchcache and" \
+       "punchcached: their numbers carry perf's overhead; do not compare them.**"
+  [ -z "$pc_block_size$pc_what_if" ] || echo "**What-if run: punchcache and" \
+       "punchcached are not in their default configuration (see above).**"
   echo
   echo "### Overview: medians"
   echo
@@ -816,14 +896,16 @@ report=$dir/report.md
     table_row rss_cell c "peak RSS, c (fresh export)" "${servers[@]}"
   echo
   echo "n/a: the workload does not apply to that server; —: not run."
+  pcd_peers=("${peers[@]}")
+  ! has punchcache "${servers[@]}" || pcd_peers+=(punchcache)
+  ratios=no
   if has punchcache "${servers[@]}" && (( ${#peers[@]} > 0 )); then
-    echo
-    echo "### Ratios: punchcache median / peer median"
-    echo
-    table_header workload "÷ " "${peers[@]}"
-    for row in "${rows[@]}"; do
-      is_share "$row" || table_row pc_ratio "$row" "${row_title[$row]}" "${peers[@]}"
-    done
+    ratio_table punchcache pc_ratio "${peers[@]}"; ratios=yes
+  fi
+  if has punchcached "${servers[@]}" && (( ${#pcd_peers[@]} > 0 )); then
+    ratio_table punchcached pcd_ratio "${pcd_peers[@]}"; ratios=yes
+  fi
+  if [ "$ratios" = yes ]; then
     echo
     echo "For g the figure that matters is the kept share (next table), not" \
          "the raw IOPS ratio."
@@ -835,9 +917,14 @@ report=$dir/report.md
   echo "| target | measured | result |"
   echo "|---|--:|---|"
   t () { echo "| $1 | $2 | $(verdict "$2" "$3" "$4") |"; }
-  t "Cached 4K random read (a) ≥ 1.0× nbdkit memory" "$(pc_ratio a memory)" ">=" 1.0
-  t "Cached 4K random read (a) ≥ 0.9× nbdkit null" "$(pc_ratio a null)" ">=" 0.9
-  t "4K random write into a fresh thin volume (c) ≥ 1.5× qemu-nbd qcow2" "$(pc_ratio c qemu)" ">=" 1.5
+  t "Cached 4K random read (a): plugin ≥ 1.0× nbdkit memory" "$(pc_ratio a memory)" ">=" 1.0
+  t "Cached 4K random read (a): plugin ≥ 0.9× nbdkit null" "$(pc_ratio a null)" ">=" 0.9
+  t "Cached 4K random read (a): punchcached ≥ 1.5× the plugin" "$(pcd_ratio a punchcache)" ">=" 1.5
+  t "Cached 4K random read (a): punchcached ≥ 1.2× nbdkit null" "$(pcd_ratio a null)" ">=" 1.2
+  t "4K random write into a fresh thin volume (c): plugin ≥ 1.5× qemu-nbd qcow2 in its default cache mode" \
+    "$(pc_ratio c qemu-default)" ">=" 1.5
+  t "4K random write into a fresh thin volume (c): plugin ≥ 3× qemu-nbd qcow2 cache=none" \
+    "$(pc_ratio c qemu)" ">=" 3
   t "4K random overwrite (d) ≥ 1.0× nbdkit file" "$(pc_ratio d file)" ">=" 1.0
   t "1 MiB sequential read (e) ≥ 1.0× nbdkit file" "$(pc_ratio e.read file)" ">=" 1.0
   t "1 MiB sequential write (e) ≥ 1.0× nbdkit file" "$(pc_ratio e.write file)" ">=" 1.0
@@ -852,16 +939,16 @@ report=$dir/report.md
       echo "| Reads under disjoint punches (g, $how): kept share ≥ nbdkit file's | — | not run |"
     fi
   done
-  if [ -n "$final_stats" ]; then
-    meta=$(pcstat "$final_stats" pool.metadata_ram); used=$(pcstat "$final_stats" pool.used)
+  if [ -n "${final_stats[punchcache]:-}" ]; then
+    meta=$(pcstat "${final_stats[punchcache]}" pool.metadata_ram)
+    used=$(pcstat "${final_stats[punchcache]}" pool.used)
     mshare=$(awk -v m="$meta" -v u="$used" 'BEGIN {
       if (u + 0 > 0) printf "%.3f%%", 100 * m / u; else print "n/a" }')
     echo "| Metadata RAM ≤ 0.1% of allocated data (at the default block size; here ${pc_block_size:-64K}) | $mshare ($(human "$meta") for $(human "$used")) |" \
          "$(verdict "${mshare%\%}" "<" 0.1001) |"
   fi
-  echo "| Memory: RSS within cache budget + 5% + metadata | peak $(printf '%s' "${rss[punchcache]:-—}"), budget $(( pc_cache / MIB )) MiB | not stressed here (working set < budget): tests/test-memory.sh |"
+  echo "| Memory: RSS within cache budget + 5% + metadata | peak: plugin ${rss[punchcache]:-—}, punchcached ${rss[punchcached]:-—}; budget $(( pc_cache / MIB )) MiB | not stressed here (working set < budget): tests/test-memory.sh |"
   echo "| Open time of a pool with 1 TiB allocated < 1 s | — | not measured here |"
-  echo "| punchcached ≥ 1.5× the plugin | — | not measured (no punchcached in this tree) |"
 
   echo
   echo "### Per workload: median, min, max over $reps repetition(s)"
@@ -897,17 +984,18 @@ report=$dir/report.md
     fi
     echo "#### ${row_title[$row]} (${row_unit[$row]:-IOPS})"
     echo
-    echo "| server | median | min | max | spread | punchcache ratio |"
-    echo "|---|--:|--:|--:|--:|--:|"
+    echo "| server | median | min | max | spread | plugin ÷ server | punchcached ÷ server |"
+    echo "|---|--:|--:|--:|--:|--:|--:|"
     for s in "${servers[@]}"; do
       if [ -z "${med["$row|$s"]:-}" ]; then
-        echo "| ${label[$s]} | $(cell "$row" "$s") | | | | |"; continue
+        echo "| ${label[$s]} | $(cell "$row" "$s") | | | | | |"; continue
       fi
       spread=$(awk -v m="${med["$row|$s"]}" -v a="${lo["$row|$s"]}" -v b="${hi["$row|$s"]}" \
                  'BEGIN { printf "%.0f%%", (m > 0 ? 100 * (b - a) / m : 0) }')
       r="—"; [ "$s" = punchcache ] || r=$(pc_ratio "$row" "$s")
+      rd="—"; [ "$s" = punchcached ] || rd=$(pcd_ratio "$row" "$s")
       echo "| ${label[$s]} | $(commas "${med["$row|$s"]}") | $(commas "${lo["$row|$s"]}")" \
-           "| $(commas "${hi["$row|$s"]}") | $spread | $r |"
+           "| $(commas "${hi["$row|$s"]}") | $spread | $r | $rd |"
     done
     if [ -n "${na_why[$w]:-}" ]; then echo; echo "n/a: ${na_why[$w]}."; fi
     if [ "$row" = h ]; then
@@ -922,31 +1010,39 @@ report=$dir/report.md
   echo "### Setup notes"
   echo
   echo "- a, e.read, g, h run on warm exports: after the last write, one" \
-       "sequential 1M read pass per server (punchcache's block cache, the" \
-       "file peers' page cache; none for qemu-nbd: with cache=none it keeps" \
-       "no data, and its qcow2 metadata is cached since the fill)."
-  echo "- qemu-nbd runs with cache=none (O_DIRECT, as punchcache's pool" \
-       "I/O; libvirt's usual setting for VM disks): it has no data cache," \
-       "so in a, e.read, g and h it reads from the disk, and its discards" \
-       "(fallocate on the image) wait for its in-flight direct I/O; with" \
-       "the default cache=writeback it would use the page cache like" \
-       "nbdkit file.  punchcache's cache (2 × the export) holds the whole" \
+       "sequential 1M read pass per server (the block cache of punchcache" \
+       "and punchcached, the page cache of the file peers and of qemu-nbd" \
+       "default cache; none for qemu-nbd cache=none: it keeps no data, and" \
+       "its qcow2 metadata is cached since the fill)."
+  echo "- qemu-nbd cache=none (O_DIRECT, as punchcache's pool I/O;" \
+       "libvirt's usual setting for VM disks) has no data cache, so in a," \
+       "e.read, g and h it reads from the disk, and its discards (fallocate" \
+       "on the image) wait for its in-flight direct I/O.  qemu-nbd default" \
+       "cache (cache=writeback, aio=threads: what a plain qemu-nbd -f qcow2" \
+       "gives) uses the page cache like nbdkit file.  The cache of" \
+       "punchcache and punchcached (2 × the export) holds the whole" \
        "export, as a cache sized for the working set would."
+  echo "- punchcache (plugin) and punchcached serve pools made the same way" \
+       "(same capacity, block size, volume) with the same parameters;" \
+       "punchcached runs its default number of event loop threads (one per" \
+       "CPU), the plugin nbdkit's --threads $NBDKIT_THREADS."
   if [[ $fs_type == *discard* ]]; then
     echo "- The work directory's file system is mounted with discard: every" \
          "punch that frees space (the trims of f, g and h) sends a" \
          "synchronous discard to the device while it holds the file's inode" \
          "lock, for every server that punches."
   fi
-  echo "- b (cold): punchcache restarted on the same pool with cache=0" \
-       "(O_DIRECT reads of the pool), then restarted again with its cache" \
-       "for the later workloads; nbdkit file and the cache filter keep" \
-       "running, with their files' page cache dropped before each run" \
-       "(fsync + POSIX_FADV_DONTNEED on their own files only); qemu-nbd as it is."
+  echo "- b (cold): punchcache and punchcached restarted on the same pool" \
+       "with cache=0 (O_DIRECT reads of the pool), then restarted again" \
+       "with their cache for the later workloads; nbdkit file, the cache" \
+       "filter and qemu-nbd default cache keep running, with their files'" \
+       "page cache dropped before each run (fsync + POSIX_FADV_DONTNEED on" \
+       "their own files only); qemu-nbd cache=none as it is."
   echo "- c: a new export and a new server process per repetition and" \
        "server; $c_units writes of 4K, one per 64 KiB unit, in a" \
        "fixed shuffled order, until done or ${runtime} s; IOPS = writes / time."
-  echo "- d and e.write start settled: the file peers' files are written" \
+  echo "- d and e.write start settled: the files of the file peers and of" \
+       "qemu-nbd default cache are written" \
        "back and dropped from the page cache before every run, as for b," \
        "so where an overwrite starts does not depend on which workloads" \
        "ran before; on this kernel that is the faster state for nbdkit" \
@@ -964,33 +1060,43 @@ report=$dir/report.md
        "lock) or unlimited (as fast as each server punches: on 2 cores job 2" \
        "then mostly takes CPU from job 1, and a server that punches faster" \
        "loses more)."
-  # delta W KEY: KEY's growth in punchcache's statistics over workload W.
+  # delta S W KEY: KEY's growth in server S's statistics over workload W.
   delta () {
-    echo $(( $(pcstat "$dir/punchcache.stats.$1.1.json" "$2") -
-             $(pcstat "$dir/punchcache.stats.$1.0.json" "$2") ))
+    echo $(( $(pcstat "$dir/$1.stats.$2.1.json" "$3") -
+             $(pcstat "$dir/$1.stats.$2.0.json" "$3") ))
   }
-  if [ -f "$dir/punchcache.stats.a.1.json" ]; then
-    hits=$(delta a cache.hits); miss=$(delta a cache.misses)
-    echo "- punchcache's block cache during a: $hits hits, $miss misses" \
-         "($(awk -v h="$hits" -v m="$miss" 'BEGIN {
-              if (h + m) printf "%.2f%%", 100 * h / (h + m); else print "n/a" }')" \
-         "hits): the cached reads were served from RAM."
-  fi
-  if [ -f "$dir/punchcache.stats.g.1.json" ]; then
-    echo "- punchcache during g: $(delta g invalidate_lock.exclusive_acquired)" \
-         "exclusive invalidate-lock acquisitions (punches)," \
-         "$(delta g invalidate_lock.exclusive_waits) of them waited;" \
-         "$(delta g invalidate_lock.shared_waits) shared acquisitions waited." \
-         "Job 2 writes each block right after trimming it (QD8), so these" \
-         "are job 2's writes queued behind its own trims; job 1's range is" \
-         "disjoint, and disjoint ranges never wait for each other" \
+  for s in "${pcs[@]}"; do
+    if [ -f "$dir/$s.stats.a.1.json" ]; then
+      hits=$(delta "$s" a cache.hits); miss=$(delta "$s" a cache.misses)
+      echo "- ${label[$s]}'s block cache during a: $hits hits, $miss misses" \
+           "($(awk -v h="$hits" -v m="$miss" 'BEGIN {
+                if (h + m) printf "%.2f%%", 100 * h / (h + m); else print "n/a" }')" \
+           "hits): the cached reads were served from RAM."
+    fi
+  done
+  for s in "${pcs[@]}"; do
+    if [ -f "$dir/$s.stats.g.1.json" ]; then
+      echo "- ${label[$s]} during g: $(delta "$s" g invalidate_lock.exclusive_acquired)" \
+           "exclusive invalidate-lock acquisitions (punches)," \
+           "$(delta "$s" g invalidate_lock.exclusive_waits) of them waited;" \
+           "$(delta "$s" g invalidate_lock.shared_waits) shared acquisitions waited."
+    fi
+  done
+  if [ -n "${pcs[*]}" ] && has g "${workloads[@]}"; then
+    echo "  Job 2 writes each block right after trimming it (QD8), so these" \
+         "waits are job 2's writes queued behind its own trims; job 1's range" \
+         "is disjoint, and disjoint ranges never wait for each other" \
          "(rangelock.c RL4, SPEC I8)."
   fi
-  if [ -n "$final_stats" ]; then
-    echo "- punchcache at exit: cache hit rate over its last life" \
-         "$(awk -v r="$(pcstat "$final_stats" cache.hit_rate)" 'BEGIN { printf "%.1f%%", 100 * r }')," \
-         "$(pcstat "$final_stats" pool.commits) commits, direct_io=$(pcstat "$final_stats" pool.direct_io)."
-  fi
+  for s in "${pcs[@]}"; do
+    f=${final_stats[$s]:-}
+    [ -n "$f" ] || continue
+    echo "- ${label[$s]} at exit: cache hit rate over its last life" \
+         "$(awk -v r="$(pcstat "$f" cache.hit_rate)" 'BEGIN { printf "%.1f%%", 100 * r }')," \
+         "$(pcstat "$f" pool.commits) commits, direct_io=$(pcstat "$f" pool.direct_io)."
+  done
+  echo "- Every server was checked alive (process running, NBD handshake" \
+       "answered) after every fio run; none died (a death stops the run)."
   echo "- spread = (max − min) / median over the repetitions; above ~20% the" \
        "machine was noisy for that cell, read the ratio with care."
   echo

@@ -33,7 +33,7 @@ DESCRIPTION
        unmapped block that is a metadata-only operation: the plugin takes
        a free block, punches it (fallocate PUNCH_HOLE, so it reads zeros
        and costs no disk space), records its owner in the reverse map and
-       maps it (lib/volume.c zero_piece -> write_or_allocate ->
+       maps it (lib/core/volume.c zero_piece -> write_or_allocate ->
        allocate_block -> alloc_begin/alloc_publish).  Only the metadata
        (an 8-byte owner entry per block, 4 KiB pages, plus the journal)
        reaches the disk, so 1 TiB "allocated" costs about 136 MiB of disk.

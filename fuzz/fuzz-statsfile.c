@@ -1,5 +1,5 @@
-/* Fuzz target for the statistics file reader (lib/statsfile.c) and what
- * lib/json.c adds to json-c (strict parsing of exactly len bytes, valid
+/* Fuzz target for the statistics file reader (lib/stats/statsfile.c) and what
+ * lib/stats/json.c adds to json-c (strict parsing of exactly len bytes, valid
  * output from any string): the code that reads the bytes a user may point
  * `punchcache stats` at.  json-c parses; the checks on top of it are ours,
  * and so are their bugs.  Builds as a libFuzzer target (clang

@@ -31,8 +31,9 @@
  *     nbdkit < 1.33.10 gets wrong: it asserts on a send to a closed socket).
  *  C2 After an error on the socket nothing more is read or written; the
  *     replies of requests still in flight are dropped when they complete.
- *  C3 Memory per connection is bounded: at most MAX_INFLIGHT requests in
- *     flight and about MAX_OUT_BYTES of queued replies; beyond either, the
+ *  C3 Memory per connection is bounded: at most MAX_INFLIGHT requests and
+ *     MAX_INFLIGHT_BYTES (+ one request) of data buffers in flight, and
+ *     about MAX_OUT_BYTES of queued replies; beyond any of these, the
  *     connection stops reading until the client drains its replies.  A
  *     WRITE's payload is buffered only if it is at most
  *     PCD_MAX_REQUEST_SIZE; longer ones are refused and skipped.
@@ -60,6 +61,9 @@
 
 #define IN_SIZE (16 * 1024)
 #define MAX_INFLIGHT 64
+/* Bytes of READ/WRITE buffers in flight per connection before it stops
+ * reading (one more request of up to PCD_MAX_REQUEST_SIZE may start). */
+#define MAX_INFLIGHT_BYTES (64u * 1024 * 1024)
 #define MAX_OUT_BYTES (64u * 1024 * 1024)
 #define MAX_EXTENTS 1024
 #define META_CONTEXT_ID 1          /* our id for base:allocation */
@@ -109,8 +113,6 @@ struct pcd_conn {
   uint64_t need, have;
   struct pcd_option opt;
   struct pcd_creq *wreq;         /* the WRITE whose payload is coming */
-  struct pcd_request discard;    /* the refused WRITE being skipped */
-  uint32_t discard_error;
   bool no_zeroes;
   bool tls_done;
   struct pc_volume *vol;
@@ -118,6 +120,7 @@ struct pcd_conn {
   struct outbuf *out_head, *out_tail;
   size_t out_bytes;
   unsigned inflight;
+  uint64_t inflight_bytes;       /* READ/WRITE buffers in flight (C3) */
   unsigned in_handler;           /* C1 */
   bool draining;                 /* no more requests are read */
   bool broken;                   /* C2 */
@@ -140,8 +143,8 @@ static void
 watch (struct pcd_conn *c)
 {
   bool want_read = !c->broken && !c->draining && c->st != CS_TLS_HANDSHAKE &&
-    c->inflight < MAX_INFLIGHT && c->out_bytes < MAX_OUT_BYTES &&
-    !c->close_after_output;
+    c->inflight < MAX_INFLIGHT && c->inflight_bytes < MAX_INFLIGHT_BYTES &&
+    c->out_bytes < MAX_OUT_BYTES && !c->close_after_output;
   bool want_write = !c->broken && (c->out_head != NULL || c->tls_wants_write);
 
   if (c->st == CS_TLS_HANDSHAKE && !c->broken)
@@ -369,7 +372,12 @@ opt_reply (struct pcd_conn *c, uint32_t reply, const void *payload,
 static void
 opt_error (struct pcd_conn *c, uint32_t reply, const char *msg)
 {
-  pcd_debug ("option %" PRIu32 " refused: %s", c->opt.option, msg);
+  /* Clients probe for options (UNSUP is routine); anything else is worth
+   * the operator's eye, as nbdkit logs it. */
+  if (reply == NBD_REP_ERR_UNSUP)
+    pcd_debug ("option %" PRIu32 " refused: %s", c->opt.option, msg);
+  else
+    pcd_log ("client option %" PRIu32 " refused: %s", c->opt.option, msg);
   opt_reply (c, reply, msg, (uint32_t) strlen (msg));
 }
 
@@ -780,6 +788,8 @@ pcd_conn_complete (struct pcd_creq *cr)
   struct pcd_conn *c = cr->conn;
 
   c->inflight--;
+  if (cr->nbd.type == NBD_CMD_READ || cr->nbd.type == NBD_CMD_WRITE)
+    c->inflight_bytes -= cr->nbd.count;
   atomic_fetch_add (&c->loop->stats.replies, 1);
   if (c->broken)
     ;                                         /* C2: nobody to reply to */
@@ -870,6 +880,8 @@ submit (struct pcd_conn *c, struct pcd_creq *cr)
     .done = on_done,
   };
   c->inflight++;
+  if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
+    c->inflight_bytes += r->count;
   atomic_fetch_add (&c->loop->stats.requests, 1);
   pc_core_submit (pcd_config.core, &cr->req);
 }
@@ -914,8 +926,11 @@ handle_request (struct pcd_conn *c, const uint8_t *hdr)
   }
   err = pcd_check_request (&r, &c->caps);
   if (r.type == NBD_CMD_WRITE && (err || r.count > PCD_MAX_REQUEST_SIZE)) {
-    c->discard = r;                            /* C3: skip, never buffer */
-    c->discard_error = err ? err : NBD_EINVAL;
+    /* C3: refuse at once (the client may never send a 4 GiB payload),
+     * then skip the payload, never buffering it. */
+    error_reply (c, &r, err ? err : NBD_EINVAL,
+                 r.count > PCD_MAX_REQUEST_SIZE ? "write larger than 64 MiB"
+                                                : "invalid write");
     c->need = r.count;
     c->have = 0;
     c->st = CS_REQ_DISCARD;
@@ -962,8 +977,8 @@ static bool
 paused (const struct pcd_conn *c)
 {
   return c->broken || c->draining || c->st == CS_TLS_HANDSHAKE ||
-    c->inflight >= MAX_INFLIGHT || c->out_bytes >= MAX_OUT_BYTES ||
-    c->close_after_output;
+    c->inflight >= MAX_INFLIGHT || c->inflight_bytes >= MAX_INFLIGHT_BYTES ||
+    c->out_bytes >= MAX_OUT_BYTES || c->close_after_output;
 }
 
 /* Parse what the input buffer holds.  Returns when it needs more bytes or
@@ -1025,9 +1040,6 @@ process_input (struct pcd_conn *c)
       c->have += take (c, NULL, c->need - c->have);
       if (c->have < c->need) return;
       c->st = CS_REQ_HEADER;
-      error_reply (c, &c->discard, c->discard_error,
-                   c->discard.count > PCD_MAX_REQUEST_SIZE ?
-                   "write larger than 32 MiB" : "invalid write");
       break;
     case CS_TLS_HANDSHAKE:
       return;

@@ -348,16 +348,29 @@ write_pidfile (void)
     die ("pidfile %s: %m", pidfile);
 }
 
+/* Fork into the background.  The parent waits until the child says it
+ * serves (the PID file written, every thread started) and exits 0, or
+ * exits 1 if the child died first, so "punchcached ... && client" works
+ * and a PID file exists as soon as the command returns. */
+static int ready_fd = -1;
+
 static void
 daemonise (void)
 {
-  pid_t pid = fork ();
-  int fd;
+  int fds[2], fd;
+  pid_t pid;
+  char c;
 
-  if (pid < 0)
+  if (pipe2 (fds, O_CLOEXEC) < 0)
+    die ("pipe: %m");
+  if ((pid = fork ()) < 0)
     die ("fork: %m");
-  if (pid > 0)
-    _exit (EXIT_SUCCESS);
+  if (pid > 0) {
+    close (fds[1]);
+    _exit (read (fds[0], &c, 1) == 1 ? EXIT_SUCCESS : EXIT_FAILURE);
+  }
+  close (fds[0]);
+  ready_fd = fds[1];
   setsid ();
   if (chdir ("/") < 0)
     die ("chdir /: %m");
@@ -365,6 +378,17 @@ daemonise (void)
     dup2 (fd, 0);
     dup2 (fd, 1);
     if (fd > 2) close (fd);
+  }
+}
+
+static void
+tell_parent_ready (void)
+{
+  if (ready_fd >= 0) {
+    if (write (ready_fd, "r", 1) != 1)
+      pcd_log ("could not tell the parent we serve: %m");
+    close (ready_fd);
+    ready_fd = -1;
   }
 }
 
@@ -457,13 +481,14 @@ main (int argc, char *argv[])
   if (!foreground)
     daemonise ();
   write_pidfile ();
-  if ((r = pc_pool_start (pcd_config.pool)) < 0 ||
+  if ((r = pc_params_start_pool (pcd_config.pool)) < 0 ||
       (r = pc_core_create (pcd_config.pool, CORE_WORKERS, &pcd_config.core)) < 0)
     die ("%s", pc_last_error ());
   if ((r = pcd_loops_start (nthreads)) < 0)
     die ("starting %u event loops: %s", nthreads, strerror (-r));
   pcd_debug ("serving with %u event loops, %d core workers", nthreads,
              CORE_WORKERS);
+  tell_parent_ready ();
 
   ev = ev_default_loop (EVFLAG_AUTO);
   for (i = 0; i < nlisteners; i++) {
@@ -485,7 +510,7 @@ main (int argc, char *argv[])
     unlink (unix_path);
   pcd_loops_stop ();
   pc_core_destroy (pcd_config.core);
-  if (pc_pool_close (pcd_config.pool) < 0) {
+  if (pc_params_close_pool (pcd_config.pool) < 0) {
     pcd_log ("closing the pool: %s", pc_last_error ());
     status = EXIT_FAILURE;
   }

@@ -221,7 +221,7 @@ size_t pcd_encode_export_name_reply (uint8_t *buf, uint64_t size,
  * block size, and nbdkit's limit).  A WRITE longer than this is refused
  * with EINVAL (the NBD spec keeps EOVERFLOW for DF reads and payload-less
  * commands) and its payload skipped, never buffered. */
-#define PCD_MAX_REQUEST_SIZE (32u * 1024 * 1024)
+#define PCD_MAX_REQUEST_SIZE (64u * 1024 * 1024)
 
 #define PCD_REQUEST_SIZE 28
 struct pcd_request {

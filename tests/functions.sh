@@ -196,6 +196,37 @@ punchcache_help () {
     "${cmd[@]}"
 }
 
+# start_verifier SOCK MIN_OPS: run the well-behaved libnbd client
+# (tests/nbdraw.py verify) in the background on SOCK's default export: it
+# writes and verifies random 64 KiB blocks of [0, 8 MiB) until
+# stop_verifier.  Returns once it has done MIN_OPS operations (fails after
+# 30 s).  verifier_progress prints its operation count so far.
+start_verifier () {
+    local i
+    rm -f "$tmp/verify.stop" "$tmp/verify.progress"
+    python3 "$top_srcdir/tests/nbdraw.py" verify "$1" 0 $((8 << 20)) \
+        "$tmp/verify.stop" "$tmp/verify.progress" > "$tmp/verify.out" 2>&1 &
+    verifier_pid=$!
+    cleanup_fn "touch '$tmp/verify.stop'; kill $verifier_pid 2>/dev/null; wait $verifier_pid 2>/dev/null"
+    for ((i = 0; i < 300; i++)); do
+        [ "$(verifier_progress)" -ge "$2" ] && return 0
+        kill -0 "$verifier_pid" 2>/dev/null || { cat "$tmp/verify.out" >&2; fail "the verifier did not start"; }
+        sleep 0.1
+    done
+    fail "the verifier did not make $2 operations in 30 s"
+}
+verifier_progress () { cat "$tmp/verify.progress" 2>/dev/null || echo 0; }
+
+# stop_verifier: stop the verifier and wait for it; print its report;
+# return its status (0: every operation succeeded and every read matched).
+stop_verifier () {
+    local rc=0
+    touch "$tmp/verify.stop"
+    wait "$verifier_pid" || rc=$?
+    cat "$tmp/verify.out"
+    return $rc
+}
+
 # server_alive: true while the server started last runs (a zombie, which
 # kill -0 still finds, counts as dead).
 server_alive () {

@@ -10,7 +10,7 @@
 # (tests/test-stats.sh tests that command); allocated bytes follow writes,
 # trims and shrinks.  The hint checks are shown to fail when the tool
 # gives the hint for read-write opens instead of read-only ones; the UTF-8
-# check when pc_json_new_string (lib/json.c) hands invalid bytes to json-c
+# check when pc_json_new_string (lib/stats/json.c) hands invalid bytes to json-c
 # unchanged.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 

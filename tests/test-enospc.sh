@@ -68,8 +68,9 @@ used=$("$PUNCHCACHE" info --json "$tmp/pool" | python3 -c 'import json,sys; prin
 [ "$used" -eq 127 ] || fail "expected 127 blocks in use after the test, got $used"
 
 # A pool filled to exactly 100% by concurrent writers: every block must be
-# usable.  Teeth: before get_block waited for runs of prepared blocks other
-# threads were still zeroing (lib/volume.c), 2 fio jobs writing a 256 MiB
+# usable.  Teeth: before get_block (now pc_pool_take_block) waited for runs
+# of prepared blocks other threads were still zeroing (then lib/volume.c,
+# now lib/pool/prepared.c), 2 fio jobs writing a 256 MiB
 # pool through a 256 MiB volume got ENOSPC at 97.9% (86 blocks stranded in
 # the prepared stack), and bench/scale-fill.sh hit it at 256M to 2G.
 if fio --enghelp=nbd >/dev/null 2>&1; then

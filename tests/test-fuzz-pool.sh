@@ -6,7 +6,7 @@
 # behaviour aborts the run and fails the test.
 #
 # Shown to fail (with the mutation loop shared with fuzz-statsfile) by
-# removing lib/journal.c's J1 bound on a descriptor's page count: ASan
+# removing lib/pool/journal.c's J1 bound on a descriptor's page count: ASan
 # reports a heap-buffer-overflow within seconds.
 set -euo pipefail
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99

@@ -21,7 +21,7 @@
 # peak RSS grew 1.69 x the budget, 82 MiB over the bound: the test failed.
 # Measured while writing it (3 runs): A 17-23 MiB, B 149 MiB, growth
 # 0.98-1.01 x the 128 MiB budget, metadata 170 KiB.  After large bounce
-# buffers moved to mmap (lib/volume.c): A 11 MiB, B 139 MiB (1.003 x), so
+# buffers moved to mmap (lib/core/volume.c): A 11 MiB, B 139 MiB (1.003 x), so
 # B is also within budget + 5% + metadata + the 11 MiB nbdkit itself uses.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires fio --enghelp=nbd

@@ -4,10 +4,10 @@
 # to start with a clear message naming the problem, never a crash, and good
 # ones start.
 #
-# Teeth: with the start-up check of stats=PATH removed (lib/store.c writes
+# Teeth: with the start-up check of stats=PATH removed (lib/pool/store.c writes
 # the statistics once in pc_pool_open), the stats=/nonexistent case started
 # and this test failed.  With the sector suffix 's' removed from
-# lib/size.c, volume=sect:2048s did not start and this test failed.
+# lib/util/size.c, volume=sect:2048s did not start and this test failed.
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 
 pool=$tmp/pool

@@ -24,7 +24,7 @@
 # runs caught violations (typically 1000-3000 foreign reads across volumes,
 # i.e. one tenant's data served to another); with the lock, 0 violations in
 # 10 of 10 runs (~15000-30000 reads checked each).  Re-measured after
-# prepared blocks (lib/volume.c) on a machine loaded by other benchmarks:
+# prepared blocks (lib/pool/prepared.c) on a machine loaded by other benchmarks:
 # lock removed, 9 of 10 runs caught 80-904 foreign reads (direct=off: 40-280,
 # so the load, not the allocator, makes the difference); hence up to three
 # runs below.

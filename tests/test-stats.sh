@@ -22,8 +22,8 @@
 #
 # Shown to fail by deliberate mutations, one at a time: the tool printing
 # the misses counter on the "hits:" line (the live figures check fails);
-# lib/statsfile.c no longer checking the version (a "version": 2 file is
-# accepted); lib/statsfile.c accepting 2^64-1, which is what json-c makes
+# lib/stats/statsfile.c no longer checking the version (a "version": 2 file is
+# accepted); lib/stats/statsfile.c accepting 2^64-1, which is what json-c makes
 # of 18446744073709551616 (huge.json accepted); the age computed from the wrong end (now - time reversed:
 # "in the future" instead of "1 h 0 min ago").
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99

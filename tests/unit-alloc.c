@@ -1,4 +1,4 @@
-/* Description: unit tests of the physical allocator (lib/alloc.c):
+/* Description: unit tests of the physical allocator (lib/pool/alloc.c):
  * lowest-free-first order (also across word boundaries and after frees),
  * ENOSPC when full and recovery, deferred frees NOT reusable before their
  * epoch is released and reusable after (SPEC I3b), releasing an earlier

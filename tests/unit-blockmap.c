@@ -1,4 +1,4 @@
-/* Description: unit tests of the forward block map (lib/blockmap.c): set,
+/* Description: unit tests of the forward block map (lib/pool/blockmap.c): set,
  * get, clear, bounds and bad arguments; huge sparse maps (2^36 and 2^40
  * blocks) that stay a few hundred KiB and answer next_mapped fast; four
  * concurrent setters (then clearers) of interleaved entries, racing to
@@ -25,7 +25,7 @@
 
 #include "punchcache/blockmap.h"
 
-#define LEAF_BYTES (4096 * sizeof (uint64_t))   /* lib/blockmap.c */
+#define LEAF_BYTES (4096 * sizeof (uint64_t))   /* lib/pool/blockmap.c */
 #define MID_BYTES (4096 * sizeof (void *))
 
 struct ctx {

@@ -1,4 +1,4 @@
-/* Description: unit tests of the shared block cache (lib/cache.c): budget
+/* Description: unit tests of the shared block cache (lib/cache/cache.c): budget
  * and capacity (C1), hits with offsets, the fill protocol (reserve, -EBUSY
  * for a second filler, -ENOMEM when every page is being filled, failed
  * fills not published), eviction under the budget with exact counters,

@@ -1,5 +1,5 @@
-/* Description: unit tests of the on-disk format (lib/format.c,
- * lib/crc32c.c): CRC-32C check values (hardware and table paths) against a
+/* Description: unit tests of the on-disk format (lib/pool/format.c,
+ * lib/util/crc32c.c): CRC-32C check values (hardware and table paths) against a
  * bitwise reference at every length and alignment, chaining; layout rules
  * for several block counts and sizes, overflow, and device sizing (always
  * the largest block count that fits); superblock round trip, every single
@@ -142,7 +142,7 @@ round_up (uint64_t x, uint64_t a)
   return (x + a - 1) / a * a;
 }
 
-/* The layout rule written out independently of lib/format.c. */
+/* The layout rule written out independently of lib/pool/format.c. */
 static int
 expected_layout (uint64_t n, uint64_t bs, struct pc_superblock *e)
 {

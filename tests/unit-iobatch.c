@@ -1,4 +1,4 @@
-/* Description: unit tests of batched data I/O (lib/iobatch.c) on a real
+/* Description: unit tests of batched data I/O (lib/io/iobatch.c) on a real
  * pool-like file opened O_DIRECT where /tmp allows it, with both backends
  * (io_uring and system calls): round trips of batches larger than the ring
  * (B1, chunking), scatter reads, reads past the end of a sparse file

@@ -1,4 +1,4 @@
-/* Description: unit tests of journal transactions (lib/journal.c): round
+/* Description: unit tests of journal transactions (lib/pool/journal.c): round
  * trip of several transactions (from tail 0 and from a later tail); a torn
  * last transaction (a damaged image, commit page or descriptor, a missing
  * commit, a journal truncated inside it) is not applied at all while the

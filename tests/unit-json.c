@@ -1,4 +1,4 @@
-/* Description: unit tests of what lib/json.c adds to json-c.
+/* Description: unit tests of what lib/stats/json.c adds to json-c.
  *  - Parsing exactly len bytes: every input is parsed from a heap copy of
  *    exactly its length, never NUL-terminated, so under valgrind or ASan a
  *    read past the end is caught.  Accepted: every kind of value, a number
@@ -17,7 +17,7 @@
  *    pc_json_to_text fail, and later calls do nothing.
  *  - pc_utf8_valid and pc_json_printable.
  *
- * Shown to fail by deliberate mutations of lib/json.c, one at a time,
+ * Shown to fail by deliberate mutations of lib/stats/json.c, one at a time,
  * each making `make check TESTS=tests/unit-json` fail: the check for bytes
  * after the value removed (test_malformed: "1 2" and "[1]\0" accepted);
  * pc_json_new_string passing invalid UTF-8 through to json-c

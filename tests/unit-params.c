@@ -1,5 +1,5 @@
 /* Description: unit tests of the parameters shared by the front-ends
- * (lib/core/params.c) and of the size parser they use (lib/size.c).
+ * (lib/core/params.c) and of the size parser they use (lib/util/size.c).
  *
  * Defaults; every key stored as given (paths made absolute, choices as
  * enum values, volume=NAME:SIZE split at the last ':'); a command-line

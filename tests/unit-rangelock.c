@@ -1,4 +1,4 @@
-/* Description: unit tests of the range invalidate lock (lib/rangelock.c):
+/* Description: unit tests of the range invalidate lock (lib/cache/rangelock.c):
  * exclusion between overlapping holders (exclusive/shared, exclusive/
  * exclusive), shared holders together, disjoint ranges never waiting (also
  * across a domain boundary, checked through the wait counters), wide ranges
@@ -30,7 +30,7 @@
 
 #include "punchcache/rangelock.h"
 
-#define DOMAIN 4096u            /* lib/rangelock.c DOMAIN_BLOCKS */
+#define DOMAIN 4096u            /* lib/cache/rangelock.c DOMAIN_BLOCKS */
 #define WAIT_OK_MS 3000         /* "must be granted": generous */
 #define WAIT_NO_MS 100          /* "must still be waiting" */
 

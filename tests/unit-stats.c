@@ -1,5 +1,5 @@
-/* Description: unit tests of the statistics file (lib/stats.c takes the
- * snapshot, lib/statsfile.c writes and reads the JSON): on a real pool
+/* Description: unit tests of the statistics file (lib/stats/stats.c takes the
+ * snapshot, lib/stats/statsfile.c writes and reads the JSON): on a real pool
  * with a cache and two volumes, after writes, cached reads and a trim, the
  * snapshot agrees with pc_pool_get_info and shows the cache and lock
  * activity; JSON -> struct gives the snapshot back field by field, and
@@ -15,9 +15,10 @@
  * rate, \u0000 in a name or the policy, overlong UTF-8 and a surrogate in
  * the pool path; and the version rule: a version-1 field missing is
  * refused, a later one (prepared_runs) may be missing but is checked when
- * there.
+ * there.  Then the writer behind stats=PATH (test_writer): pushed
+ * sections, their replacement and refusals, the final write.
  *
- * Shown to fail by deliberate mutations of lib/statsfile.c, one at a
+ * Shown to fail by deliberate mutations of lib/stats/statsfile.c, one at a
  * time: "hits" not read (test_round_trip: the counter reads back as 0);
  * "readonly" not read (test_refusals: 0 there, and no "readonly" at all,
  * accepted); the refusal of 2^64-1 removed (test_on_json_c:
@@ -39,6 +40,7 @@
 
 #include <cmocka.h>
 
+#include "punchcache/json.h"
 #include "punchcache/stats.h"
 
 #define KIB 1024u
@@ -101,6 +103,7 @@ teardown (void **state)
 
   pc_stats_free (&c->snap);
   free (c->json);
+  pc_stats_writer_close ();    /* after a failed test_writer: no-op else */
   pc_volume_close (c->open_vol);
   pc_pool_close (c->pool);
   snprintf (cmd, sizeof cmd, "rm -rf %s", c->dir);
@@ -317,7 +320,7 @@ test_refusals (void **state)
           "quoted object property name expected, found ','");
 }
 
-/* What json-c accepts but a statistics file must not have (lib/json.c
+/* What json-c accepts but a statistics file must not have (lib/stats/json.c
  * lists it), and the rule for fields added after version 1: optional when
  * absent, checked when present. */
 static void
@@ -393,6 +396,107 @@ test_files (void **state)
                        "separator ',' expected, found 'x'");
 }
 
+/* ---- the writer behind stats=PATH (lib/stats/writer.c) ---- */
+
+/* The integer at section.key in the JSON file, or -1 (no file yet, no such
+ * section or key). */
+static int64_t
+section_figure (const char *file, const char *section, const char *key)
+{
+  struct json_object *root, *sec, *v;
+  int64_t n = -1;
+
+  if (pc_json_read_file (file, PC_STATS_MAX_SIZE, &root) < 0)
+    return -1;
+  if (json_object_object_get_ex (root, section, &sec) &&
+      json_object_object_get_ex (sec, key, &v))
+    n = json_object_get_int64 (v);
+  json_object_put (root);
+  return n;
+}
+
+/* Wait up to 5 s for section.key to read want in file. */
+static bool
+wait_figure (const char *file, const char *section, const char *key,
+             int64_t want)
+{
+  for (int i = 0; i < 500; i++) {
+    if (section_figure (file, section, key) == want)
+      return true;
+    usleep (10000);
+  }
+  return false;
+}
+
+static struct json_object *
+object_with (const char *key, int64_t v)
+{
+  struct json_object *o = json_object_new_object ();
+
+  json_object_object_add (o, key, json_object_new_int64 (v));
+  return o;
+}
+
+/* Pushed sections appear as top-level keys of the periodic file, a push
+ * replaces the last one, the reader ignores them, bad names and too many
+ * names are refused, nothing is kept without a writer, and close writes
+ * the final file.  Shown to fail with attach_sections emptied (the
+ * "server" section never appears) and with the thread's periodic
+ * write_once removed (the replaced figure never appears). */
+static void
+test_writer (void **state)
+{
+  struct ctx *c = *state;
+  char file[128], name[16];
+  struct pc_stats st;
+
+  snprintf (file, sizeof file, "%s/w.json", c->dir);
+  assert_false (pc_stats_writer_active ());
+  assert_int_equal (pc_stats_writer_set_section ("server",
+                                                 object_with ("loops", 9)), 0);
+  assert_int_equal (pc_stats_writer_open (c->pool, "/nonexistent/s.json", 20),
+                    -ENOENT);
+  assert_false (pc_stats_writer_active ());
+  assert_int_equal (pc_stats_writer_open (c->pool, file, 20), 0);
+  assert_int_equal (section_figure (file, "server", "loops"), -1);
+  assert_int_equal (pc_stats_writer_open (c->pool, file, 20), -EBUSY);
+  assert_int_equal (pc_stats_writer_set_section ("pool", object_with ("x", 1)),
+                    -EINVAL);
+  assert_int_equal (pc_stats_writer_set_section ("Server",
+                                                 object_with ("x", 1)),
+                    -EINVAL);
+  assert_int_equal (pc_stats_writer_set_section ("", object_with ("x", 1)),
+                    -EINVAL);
+  assert_int_equal (pc_stats_writer_set_section ("server",
+                                                 json_object_new_int (1)),
+                    -EINVAL);
+  assert_int_equal (pc_stats_writer_set_section ("server",
+                                                 object_with ("loops", 1)), 0);
+  assert_int_equal (pc_stats_writer_start (), 0);
+  assert_true (wait_figure (file, "server", "loops", 1));
+  assert_int_equal (pc_stats_writer_set_section ("server",
+                                                 object_with ("loops", 2)), 0);
+  assert_true (wait_figure (file, "server", "loops", 2));
+  assert_int_equal (pc_stats_read_file (file, &st), 0);     /* ignored */
+  assert_int_equal (st.pool.nvolumes, 2);
+  pc_stats_free (&st);
+  for (unsigned i = 1; i < PC_STATS_MAX_SECTIONS; i++) {
+    snprintf (name, sizeof name, "s%u", i);
+    assert_int_equal (pc_stats_writer_set_section (name,
+                                                   object_with ("i", i)), 0);
+  }
+  assert_int_equal (pc_stats_writer_set_section ("one_more",
+                                                 object_with ("i", 0)),
+                    -ENOSPC);
+  assert_int_equal (pc_stats_writer_set_section ("server",
+                                                 object_with ("loops", 3)), 0);
+  assert_int_equal (pc_stats_writer_close (), 0);           /* final write */
+  assert_false (pc_stats_writer_active ());
+  assert_int_equal (section_figure (file, "server", "loops"), 3);
+  assert_int_equal (section_figure (file, "s7", "i"), 7);
+  assert_int_equal (pc_stats_writer_close (), 0);           /* nothing open */
+}
+
 int
 main (void)
 {
@@ -402,6 +506,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_refusals, setup, teardown),
     cmocka_unit_test_setup_teardown (test_on_json_c, setup, teardown),
     cmocka_unit_test_setup_teardown (test_files, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_writer, setup, teardown),
   };
 
   return cmocka_run_group_tests_name ("stats", tests, NULL, NULL);

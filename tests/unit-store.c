@@ -1,5 +1,5 @@
-/* Description: unit tests of the store (lib/store.c, lib/volume.c,
- * lib/check.c) on real pool files: persistence, journal replay after a
+/* Description: unit tests of the store (lib/pool/store.c, lib/core/volume.c,
+ * lib/pool/check.c) on real pool files: persistence, journal replay after a
  * simulated crash (the process "dies" without committing), repair of a torn
  * in-place metadata page, deferred reuse of freed blocks (I3b), ENOSPC and
  * recovery, reclaim of unreachable blocks, check finding damage.
@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-#include "../lib/store-internal.h"
+#include "../lib/pool/store-internal.h"
 
 struct ctx {
   char dir[64];
@@ -188,13 +188,13 @@ count_problem (void *opaque, const char *msg)
   (*(int *) opaque)++;
 }
 
-/* Prepared blocks (lib/volume.c, O_DIRECT + ZERO_RANGE only): the first
+/* Prepared blocks (lib/pool/prepared.c, O_DIRECT + ZERO_RANGE only): the first
  * allocation zeroes a run of free blocks and keeps the rest; they count as
  * free, read as zeros under a partial write, are used lowest first, and
  * none is left in use after a close (the pool checks clean), whose host
  * space the close gives back (at least half of it: ext4 may leave a few
- * zeroed blocks written instead of unwritten).  Teeth: without pc_volume_release_prepared
- * in pc_pool_close, the st_blocks check failed. */
+ * zeroed blocks written instead of unwritten).  Teeth: without
+ * pc_pool_release_prepared (then pc_volume_release_prepared) in pc_pool_close, the st_blocks check failed. */
 static void
 test_prepared_blocks (void **state)
 {

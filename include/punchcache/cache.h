@@ -2,10 +2,10 @@
  *
  * One RAM cache of 4 KiB pages shared by every connection and every volume
  * of a pool, with a fixed memory budget.  Keys are (volume slot, logical
- * page); the cache knows nothing about physical blocks.  lib/cache.c has
+ * page); the cache knows nothing about physical blocks.  lib/cache/cache.c has
  * the design (data structure, policy, invariants, locks).
  *
- * The fill protocol (SPEC §2, §4 I1/I6), which callers in lib/volume.c
+ * The fill protocol (SPEC §2, §4 I1/I6), which callers in lib/core/volume.c
  * follow:
  *  - A read looks up each page (pc_cache_get).  On a miss it reserves the
  *    page (pc_cache_fill_begin, which returns a 4 KiB-aligned buffer and a

@@ -2,7 +2,7 @@
  *
  * The small interface every pool access goes through.  Single transfers
  * are plain pread/pwrite; the transfers of one multi-block request go as
- * one batch through io_uring (lib/iobatch.c) where available.  Data blocks
+ * one batch through io_uring (lib/io/iobatch.c) where available.  Data blocks
  * go through a second, O_DIRECT descriptor where supported (the block
  * cache is then the only cache); full
  * transfers (short reads/writes and EINTR retried); reads past the end of a
@@ -28,7 +28,7 @@ struct pc_io {
   int fd;                /* buffered: metadata, journal, punch, sync */
   int dfd;               /* data blocks: O_DIRECT when direct, else == fd */
   bool direct;
-  bool uring;            /* batches go through io_uring (lib/iobatch.c) */
+  bool uring;            /* batches go through io_uring (lib/io/iobatch.c) */
   bool is_block_device;
   bool can_punch;        /* cleared on EOPNOTSUPP */
   bool can_zero_range;   /* cleared on EOPNOTSUPP */
@@ -66,7 +66,8 @@ int pc_io_check_iov (struct pc_io *io, const struct iovec *iov, int iovcnt,
 int pc_io_pwrite (struct pc_io *io, const void *buf, uint64_t count,
                   uint64_t off);
 
-/* ---- batches (lib/iobatch.c) ---- */
+/* ---- batches (lib/io/iobatch.c, on top of lib/io/io.c, which never calls
+ * into it) ---- */
 
 /* One transfer of a batch: iovcnt (1..PC_IO_MAX_IOV) buffers, consecutive
  * in the pool from off, through the data descriptor (alignment rules as

@@ -1,5 +1,5 @@
 /* punchcache: JSON through json-c -- the little json-c leaves to its
- * callers (lib/json.c has the design).
+ * callers (lib/stats/json.c has the design).
  *
  *  - Writing: build json-c objects with the pc_json_set_* functions, which
  *    record an allocation failure in *err (sticky: once it is < 0, later
@@ -14,7 +14,7 @@
  *    PC_JSON_MAX_DEPTH deep, and say where a document is broken ("stats.json:
  *    line 3, column 5: object value separator ',' expected, found '\"'").
  *    What json-c lets through anyway -- and callers must check where it
- *    matters -- is listed in lib/json.c.
+ *    matters -- is listed in lib/stats/json.c.
  *
  * Functions returning int return 0 or -errno, the message in
  * pc_last_error().  No state, no locks.

@@ -69,10 +69,18 @@ extern const char pc_params_help[];
  * front-end's -r flag says), and create every volume= that is missing.
  * note(opaque, msg) is called for information the user should see (data
  * I/O is buffered and why; io_uring unavailable and why); it may be NULL.
- * On success *out is the open pool; the caller starts it (pc_pool_start)
- * after any fork and closes it. */
+ * With stats=PATH it also opens the statistics writer (the file is written
+ * once here: a path that cannot be written fails).
+ * On success *out is the open pool; the caller starts it
+ * (pc_params_start_pool) after any fork and closes it
+ * (pc_params_close_pool). */
 int pc_params_open_pool (const struct pc_params *p, bool readonly,
                          void (*note) (void *opaque, const char *msg),
                          void *opaque, struct pc_pool **out);
+/* Start the pool's committer and the statistics writer's thread. */
+int pc_params_start_pool (struct pc_pool *pool);
+/* Commit, write the final statistics, close the pool: the result of the
+ * final commit (pc_pool_close).  NULL: nothing to do. */
+int pc_params_close_pool (struct pc_pool *pool);
 
 #endif

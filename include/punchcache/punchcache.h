@@ -42,8 +42,10 @@ struct pc_pool_options {
   int direct_io;                  /* enum pc_io_direct: 0 auto, 1 on, 2 off */
   int io_backend;                 /* enum pc_io_backend: 0 auto, 1 uring,
                                    * 2 sync */
-  const char *stats_path;         /* write statistics JSON here (or NULL) */
-  unsigned stats_interval_ms;     /* 0 = default (2000) */
+  unsigned stats_interval_ms;     /* period of the stats=PATH writer
+                                   * (lib/stats/writer.c, started by
+                                   * pc_params_open_pool; the pool itself
+                                   * ignores it); 0 = default (2000) */
   /* Debug switches (never for production): */
   bool unsafe_no_invalidate_lock; /* punches skip the invalidate lock */
   unsigned race_delay_us;         /* sleep between map lookup and pool I/O */
@@ -111,14 +113,9 @@ struct pc_pool_info {
 };
 int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
 
-/* Statistics, as one JSON object (a malloc'd, NUL-terminated string in
- * *json): pool space, cache counters (see include/punchcache/cache.h),
- * invalidate-lock waits summed over volumes, I/O mode.  The snapshot it
- * is made from, and the reader, are in include/punchcache/stats.h;
- * docs/punchcache.1.md lists every field. */
-int pc_pool_stats_json (struct pc_pool *pool, char **json);
-/* Write that JSON to path atomically (temporary file + rename). */
-int pc_pool_write_stats (struct pc_pool *pool, const char *path);
+/* Statistics (the JSON of stats=PATH, its writer and its reader) are the
+ * statistics module's, above the pool: include/punchcache/stats.h, from
+ * the counters of include/punchcache/counters.h. */
 /* Write-back figures (all 0 / false with writeback off). */
 struct pc_wb_stats {
   bool enabled;
@@ -128,7 +125,6 @@ struct pc_wb_stats {
   uint64_t flushes, flush_ns_total, flush_ns_max, throttled;
 };
 void pc_wb_get_stats (struct pc_pool *pool, struct pc_wb_stats *st);
-
 /* Whether data I/O is O_DIRECT, and if not, why (static string). */
 bool pc_pool_direct_io (struct pc_pool *pool, const char **why);
 /* Do multi-block requests go through io_uring?  If not, *why (if why is

@@ -5,7 +5,7 @@
  * Punches (trim, zero) take it exclusive on the blocks they unmap; reads,
  * extents queries, writes and (later) cache fills take it shared.
  *
- * Contract (see lib/rangelock.c for the design and lib/LOCKING for order):
+ * Contract (see lib/cache/rangelock.c for the design and lib/LOCKING for order):
  *  - Two requests whose ranges do not overlap never wait for each other
  *    (they may briefly contend on an internal shard mutex, never across I/O).
  *  - Overlapping shared holders run together.

@@ -1,7 +1,12 @@
 /* punchcache: the statistics file (nbdkit punchcache ... stats=PATH) as a
  * C structure -- taken from a live pool, written as JSON, and read back
- * from a file by `punchcache stats` (lib/stats.c takes it, lib/statsfile.c
- * converts it; docs/punchcache.1.md lists the fields).
+ * from a file by `punchcache stats` (lib/stats/stats.c takes it,
+ * lib/stats/statsfile.c converts it, lib/stats/writer.c rewrites the file
+ * periodically; docs/punchcache.1.md lists the fields).
+ *
+ * The statistics module sits above the pool and beside the front-ends: it
+ * reads the pool's counters (include/punchcache/counters.h) and is never
+ * called by the pool (docs/design.md "Layers").
  *
  * Round trip: for any snapshot s, pc_stats_parse (pc_stats_to_json (s))
  * gives s again in every field the file carries, and pc_stats_to_json of
@@ -22,6 +27,7 @@
 #include <stdint.h>
 
 #include "punchcache/cache.h"
+#include "punchcache/counters.h"
 #include "punchcache/punchcache.h"
 #include "punchcache/rangelock.h"
 
@@ -33,13 +39,7 @@
  * ~135 MB while it is refused. */
 #define PC_STATS_MAX_SIZE (512u << 10)
 
-struct pc_stats_volume {
-  char name[48];
-  uint64_t size;                    /* virtual size, bytes */
-  uint64_t allocated;               /* bytes mapped */
-  unsigned connections;             /* open handles */
-  struct pc_rangelock_stats lock;   /* its invalidate lock */
-};
+/* struct pc_stats_volume, one volume's figures: counters.h. */
 
 struct pc_stats {
   uint64_t time;                    /* when taken: seconds since the epoch */
@@ -66,6 +66,10 @@ struct pc_stats {
 
 /* Snapshot a live pool. */
 int pc_pool_get_stats (struct pc_pool *pool, struct pc_stats *st);
+/* The snapshot as JSON text (pc_stats_to_json of pc_pool_get_stats). */
+int pc_pool_stats_json (struct pc_pool *pool, char **json);
+/* Write that JSON to path atomically (temporary file + rename). */
+int pc_pool_write_stats (struct pc_pool *pool, const char *path);
 /* The JSON text of a snapshot (malloc'd, NUL-terminated, in *json). */
 int pc_stats_to_json (const struct pc_stats *st, char **json);
 /* Read a snapshot back from JSON text or from a file; messages start with
@@ -75,5 +79,48 @@ int pc_stats_parse (const char *text, size_t len, const char *name,
                     struct pc_stats *st);
 int pc_stats_read_file (const char *path, struct pc_stats *st);
 void pc_stats_free (struct pc_stats *st);
+
+/* ---- the writer behind stats=PATH (lib/stats/writer.c) ----
+ *
+ * One per process, owned by this module: its own thread rewrites the file
+ * every interval_ms.  Front-ends drive it through lib/core/params.c:
+ * pc_params_open_pool opens it (the first write happens there, so an
+ * unwritable path fails start-up), pc_params_start_pool starts its thread
+ * (after any fork), pc_params_close_pool commits, closes it (the final
+ * write, after the final commit) and closes the pool. */
+#define PC_DEFAULT_STATS_INTERVAL_MS 2000u
+
+/* Write the file once now (0 or -errno with the write's message) and
+ * remember pool, path and interval_ms (0 = PC_DEFAULT_STATS_INTERVAL_MS).
+ * -EBUSY if a writer is already open.  pool must stay open until
+ * pc_stats_writer_close. */
+int pc_stats_writer_open (struct pc_pool *pool, const char *path,
+                          unsigned interval_ms);
+/* Start the periodic thread.  0 (also when no writer is open) or -errno.
+ * A failed periodic write is retried at the next period; the file keeps
+ * its last complete content. */
+int pc_stats_writer_start (void);
+/* Stop the thread, write the final figures, forget the pool and every
+ * section.  0, or the final write's -errno.  Nothing to do (0) when no
+ * writer is open. */
+int pc_stats_writer_close (void);
+/* Is a writer open? */
+bool pc_stats_writer_active (void);
+
+/* A front-end's own figures, pushed (the writer never calls back): obj
+ * (a JSON object) is written as the top-level key `name` of every file
+ * written from now on, replacing what an earlier push under that name
+ * gave.  Takes ownership of obj in every case (released on error, when no
+ * writer is open, on replacement and at close).  name: 1 to
+ * PC_STATS_SECTION_NAME_MAX of [a-z0-9_], not a key the file already has
+ * ("version", "time", "uptime_ms", "pool", "cache", "volumes",
+ * "invalidate_lock"); at most PC_STATS_MAX_SECTIONS names.  0 (also when no
+ * writer is open: nothing is kept), -EINVAL (bad name, obj not an object)
+ * or -ENOSPC (too many names).  Any thread; it takes the writer's mutex for
+ * a pointer swap only.  Readers (pc_stats_parse) ignore such keys. */
+#define PC_STATS_MAX_SECTIONS 8u
+#define PC_STATS_SECTION_NAME_MAX 31u
+struct json_object;
+int pc_stats_writer_set_section (const char *name, struct json_object *obj);
 
 #endif

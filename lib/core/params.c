@@ -3,7 +3,10 @@
  * What: the parser of `pool= size= block-size= volume= cache= direct= io=
  * stats=`, the -D debug switches by name, the --help text of the keys, and
  * the start-up step every server does with them (create the pool if it is
- * missing, open it, create missing volume= volumes).
+ * missing, open it, create missing volume= volumes, open the stats=
+ * writer), and the matching start (after any fork) and close steps, so
+ * the statistics writer lives exactly as long as the pool without the
+ * pool calling it (docs/design.md "Layers").
  *
  * Why here: `nbdkit punchcache` and `punchcached` must accept exactly the
  * same parameters with the same messages (issue 12, item 4).  With the
@@ -52,6 +55,7 @@
 #include "punchcache/format.h"
 #include "punchcache/io.h"
 #include "punchcache/params.h"
+#include "punchcache/stats.h"
 
 #define DEFAULT_CACHE_SIZE (256 * 1024 * 1024)
 
@@ -435,6 +439,25 @@ add_missing_volumes (const struct pc_params *p, struct pc_pool *pool)
   return 0;
 }
 
+/* stats=PATH: the statistics writer (lib/stats/writer.c) writes the file
+ * once now, so a path that cannot be written is an error at start-up, not
+ * a file that silently never appears. */
+static int
+open_stats_writer (const struct pc_params *p, struct pc_pool *pool)
+{
+  char why[400];
+  int r;
+
+  if (p->stats_path == NULL)
+    return 0;
+  r = pc_stats_writer_open (pool, p->stats_path, p->debug.stats_interval_ms);
+  if (r < 0) {
+    snprintf (why, sizeof why, "%s", pc_last_error ());
+    return pc_error (r, "stats=%s cannot be written: %s", p->stats_path, why);
+  }
+  return 0;
+}
+
 int
 pc_params_open_pool (const struct pc_params *p, bool readonly,
                      void (*note) (void *opaque, const char *msg),
@@ -465,7 +488,6 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
   opts.cache_bytes = (uint64_t) p->cache_size;
   opts.direct_io = p->direct_mode;
   opts.io_backend = p->io_mode;
-  opts.stats_path = p->stats_path;
   opts.writeback = p->writeback && p->cache_size > 0;
   opts.dirty_bytes = (uint64_t) p->dirty_size;
   opts.dirty_expire_ms = (unsigned) p->dirty_expire_s * 1000u;
@@ -487,6 +509,28 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
 
   if ((r = add_missing_volumes (p, pool)) < 0)
     return abandon (pool, r);
+  if ((r = open_stats_writer (p, pool)) < 0)
+    return abandon (pool, r);
   *out = pool;
   return 0;
+}
+
+int
+pc_params_start_pool (struct pc_pool *pool)
+{
+  int r = pc_pool_start (pool);
+
+  return r < 0 ? r : pc_stats_writer_start ();
+}
+
+int
+pc_params_close_pool (struct pc_pool *pool)
+{
+  if (pool == NULL)
+    return 0;
+  /* The final statistics after the final commit: commit now (a failure is
+   * sticky, so pc_pool_close reports it), write them, then close. */
+  pc_pool_flush (pool);
+  pc_stats_writer_close ();
+  return pc_pool_close (pool);
 }

@@ -18,7 +18,7 @@
  *                 pc_core_run:    run on the caller's thread   runs it
  *                              │                                   │
  *                              ▼                                   ▼
- *                 blocking data path (lib/volume.c, lib/store.c): range
+ *                 blocking data path (lib/core/volume.c, lib/pool/store.c): range
  *                 lock waits, cache fills, pool I/O batches, commits
  *                              │
  *                              ▼
@@ -36,12 +36,12 @@
  *
  * Why a run queue and workers rather than a state machine per wait: the
  * waits of the data path (range lock, fill, pool I/O batch, commit) are
- * sequential steps of one request in lib/volume.c; running those steps on
+ * sequential steps of one request in lib/core/volume.c; running those steps on
  * a worker keeps the one data path that the plugin, the tests and the
  * race proofs already exercise, and keeps the event loops free (I13).
  * Workers are the core's, not the front-end's: a front-end only sees
  * submit and done.  Pool I/O inside a request already goes out as one
- * io_uring batch per window (lib/iobatch.c).
+ * io_uring batch per window (lib/io/iobatch.c).
  *
  * Invariants:
  *  R1 done() is called exactly once per pc_core_submit, after the core's

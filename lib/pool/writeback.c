@@ -72,7 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../store-internal.h"
+#include "store-internal.h"
 
 #define PASS_PAGES 4096u          /* pages collected per pass (16 MiB) */
 #define WINDOW_BLOCKS 32u         /* blocks locked and written per batch */
@@ -160,7 +160,7 @@ pc_wb_take_reserved (struct pc_pool *pool, uint64_t *pb, bool *clean)
   int r;
 
   __atomic_add_fetch (&pool->converting, 1, __ATOMIC_SEQ_CST);
-  r = pc_volume_take_block (pool, pb, clean);
+  r = pc_pool_take_block (pool, pb, clean);
   if (r == 0) {
     pthread_mutex_lock (&pool->resv_mutex);
     pool->reserved--;

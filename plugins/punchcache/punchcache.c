@@ -138,7 +138,7 @@ punchcache_get_ready (void)
 static int
 punchcache_after_fork (void)
 {
-  int r = pc_pool_start (pool);
+  int r = pc_params_start_pool (pool);
 
   if (r == 0)
     r = pc_core_create (pool, 0, &core);
@@ -150,7 +150,7 @@ punchcache_cleanup (void)
 {
   pc_core_destroy (core);
   core = NULL;
-  if (pool && pc_pool_close (pool) < 0)
+  if (pool && pc_params_close_pool (pool) < 0)
     nbdkit_error ("closing pool: %s", pc_last_error ());
   pool = NULL;
 }

@@ -2,7 +2,7 @@
  *
  * What: opens/creates a pool (layout in format.h), keeps every metadata
  * page (volume table, reverse map) in RAM, tracks which pages a change
- * dirtied, and commits them crash-safely.  The data path is lib/volume.c.
+ * dirtied, and commits them crash-safely.  The data path is lib/core/volume.c.
  *
  * Why this structure: the persistent truth is a *reverse* map, one 8-byte
  * owner entry per physical block (pblock -> volume slot, logical block).
@@ -369,10 +369,6 @@ committer_thread (void *arg)
   unsigned tick = ms;
   uint64_t last_commit = pc_now_ns ();
 
-  if (pool->stats_path) {
-    unsigned sms = pool->opts.stats_interval_ms ?: PC_DEFAULT_STATS_INTERVAL_MS;
-    if (sms < tick) tick = sms;
-  }
   pthread_mutex_lock (&pool->commit_cond_mutex);
   while (!pool->committer_stop) {
     struct timespec ts;
@@ -384,12 +380,10 @@ committer_thread (void *arg)
     if (pool->committer_stop)
       break;
     pthread_mutex_unlock (&pool->commit_cond_mutex);
-    if (!pool->readonly &&
-        pc_now_ns () - last_commit >= (uint64_t) ms * 1000000 - 1000000) {
+    if (pc_now_ns () - last_commit >= (uint64_t) ms * 1000000 - 1000000) {
       pc_store_commit (pool);   /* a failure is sticky and seen by the next I/O */
       last_commit = pc_now_ns ();
     }
-    pc_stats_tick (pool);
     pthread_mutex_lock (&pool->commit_cond_mutex);
   }
   pthread_mutex_unlock (&pool->commit_cond_mutex);
@@ -404,7 +398,7 @@ pc_pool_start (struct pc_pool *pool)
 
   if ((r = pc_wb_start (pool)) < 0)
     return r;
-  if ((pool->readonly && pool->stats_path == NULL) || pool->committer_running)
+  if (pool->readonly || pool->committer_running)
     return 0;
   pthread_condattr_init (&attr);
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
@@ -947,7 +941,6 @@ pc_store_free (struct pc_pool *pool)
   free (pool->dirty_bits);
   if (pool->alloc) pc_alloc_destroy (pool->alloc);
   pc_cache_destroy (pool->cache);
-  free (pool->stats_path);
   pc_io_close (&pool->io);
   free (pool->path);
   pthread_mutex_destroy (&pool->vol_mutex);
@@ -997,7 +990,6 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   if (pool == NULL)
     return pc_error (ENOMEM, "out of memory");
   if (opts) pool->opts = *opts;
-  pool->opts.stats_path = NULL;               /* owned copy below */
   pool->opened_at_ns = pc_now_ns ();
   r = pc_store_load (pool, path, pool->opts.readonly, NULL, NULL);
   if (r == 0)
@@ -1014,17 +1006,6 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
                   "(minimum %u)", pool->opts.cache_bytes, 2 * PC_CACHE_PAGE);
   if (r == 0 && pool->opts.writeback && pool->cache && !pool->readonly)
     r = setup_writeback (pool);
-  if (r == 0 && opts && opts->stats_path &&
-      (pool->stats_path = strdup (opts->stats_path)) == NULL)
-    r = pc_error (ENOMEM, "out of memory");
-  /* Write the statistics once now, so a path that cannot be written is
-   * an error at start-up, not a file that silently never appears. */
-  if (r == 0 && pool->stats_path &&
-      (r = pc_pool_write_stats (pool, pool->stats_path)) < 0) {
-    char why[400];
-    snprintf (why, sizeof why, "%s", pc_last_error ());
-    r = pc_error (r, "stats=%s cannot be written: %s", pool->stats_path, why);
-  }
   if (r < 0) {
     char msg[512];
     snprintf (msg, sizeof msg, "%s", pc_last_error ());
@@ -1044,7 +1025,7 @@ pc_pool_close (struct pc_pool *pool)
   stop_committer (pool);
   r = pc_wb_flush (pool);               /* every dirty page, then commit */
   pc_wb_destroy (pool);
-  pc_volume_release_prepared (pool);
+  pc_pool_release_prepared (pool);
   if (r == 0) r = pc_store_commit (pool);
   else pc_store_commit (pool);          /* what is on disk: keep it */
   if (r == 0 && !pool->readonly && pool->journal_head > 0) {
@@ -1055,8 +1036,6 @@ pc_pool_close (struct pc_pool *pool)
     if (r == 0) r = journal_reset (pool, pool->next_seq);
     pthread_mutex_unlock (&pool->commit_mutex);
   }
-  if (pool->stats_path)
-    pc_pool_write_stats (pool, pool->stats_path);  /* final figures */
   pc_store_free (pool);
   return r;
 }

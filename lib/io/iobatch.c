@@ -142,6 +142,28 @@ pc_io_probe_uring (const char **why)
   return 0;
 }
 
+/* Configures the batch backend; lives here, above io.c, so that io.c never
+ * calls into this file (the dependency points one way: iobatch -> io). */
+int
+pc_io_set_backend (struct pc_io *io, enum pc_io_backend mode,
+                   const char **why)
+{
+  int r;
+
+  io->uring = false;
+  *why = NULL;
+  if (mode == PC_IO_SYNC) {
+    *why = "disabled by io=sync";
+    return 0;
+  }
+  r = pc_io_probe_uring (why);
+  if (r < 0 && mode == PC_IO_URING)
+    return pc_error (-r, "io=uring: %s (%s); use io=auto or io=sync", *why,
+                     strerror (-r));
+  io->uring = r == 0;
+  return 0;
+}
+
 /* ---- the synchronous loop (fallback, and the rest of short transfers) ---- */
 
 static uint64_t

@@ -1,5 +1,5 @@
 /* punchcache: JSON through json-c -- what the statistics writer and
- * reader (lib/statsfile.c) and the admin tool (tools/punchcache.c) need on
+ * reader (lib/stats/statsfile.c) and the admin tool (tools/punchcache.c) need on
  * top of json-c (include/punchcache/json.h has the contract).
  *
  * Parsing and escaping are json-c's.  This file adds:

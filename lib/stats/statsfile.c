@@ -2,12 +2,12 @@
  * back (include/punchcache/stats.h).
  *
  * What: pc_stats_to_json writes the text a server puts in its stats=PATH
- * file (lib/stats.c takes the snapshot and writes the file); pc_stats_parse
+ * file (lib/stats/stats.c takes the snapshot and writes the file); pc_stats_parse
  * and pc_stats_read_file turn such a text back into a struct pc_stats, for
  * `punchcache stats`.  docs/punchcache.1.md lists the fields.
  *
  * Why JSON: jq, monitoring agents and `punchcache stats` read it.  json-c
- * parses and prints it (lib/json.c: names, which come from clients and
+ * parses and prints it (lib/stats/json.c: names, which come from clients and
  * pool files, always come out as valid JSON).  Why writer and reader in
  * one file over one struct: a field renamed in one is renamed in the
  * other (the counters are read and written from the same tables), and the
@@ -22,7 +22,7 @@
  * figures must agree with each other (used + free = capacity, bytes =
  * blocks x block size, as many volumes as the count says, valid volume
  * names, a known cache policy and page size).  Checked here because json-c
- * lets it through (lib/json.c lists what): integers are exact (json-c
+ * lets it through (lib/stats/json.c lists what): integers are exact (json-c
  * clamps larger ones to 2^64-1, so that value is refused), counters are
  * integers (not "1.", NaN or Infinity), strings are valid UTF-8 without
  * NUL.  Fields of version 1 as first written are required; those added
@@ -48,6 +48,7 @@
 #include "punchcache/format.h"
 #include "punchcache/json.h"
 #include "punchcache/stats.h"
+#include "stats-internal.h"
 
 void
 pc_stats_free (struct pc_stats *st)
@@ -188,19 +189,27 @@ volumes_json (const struct pc_stats *st, int *err)
   return arr;
 }
 
+struct json_object *
+pc_stats_to_object (const struct pc_stats *st, int *err)
+{
+  struct json_object *root = json_object_new_object ();
+
+  pc_json_set_u64 (root, "version", PC_STATS_VERSION, err);
+  pc_json_set_u64 (root, "time", st->time, err);
+  pc_json_set_u64 (root, "uptime_ms", st->uptime_ms, err);
+  pc_json_set (root, "pool", pool_json (st, err), err);
+  pc_json_set (root, "cache", cache_json (st, err), err);
+  pc_json_set (root, "volumes", volumes_json (st, err), err);
+  pc_json_set (root, "invalidate_lock", lock_json (&st->lock, err), err);
+  return root;
+}
+
 int
 pc_stats_to_json (const struct pc_stats *st, char **json)
 {
-  struct json_object *root = json_object_new_object ();
   int err = 0;
+  struct json_object *root = pc_stats_to_object (st, &err);
 
-  pc_json_set_u64 (root, "version", PC_STATS_VERSION, &err);
-  pc_json_set_u64 (root, "time", st->time, &err);
-  pc_json_set_u64 (root, "uptime_ms", st->uptime_ms, &err);
-  pc_json_set (root, "pool", pool_json (st, &err), &err);
-  pc_json_set (root, "cache", cache_json (st, &err), &err);
-  pc_json_set (root, "volumes", volumes_json (st, &err), &err);
-  pc_json_set (root, "invalidate_lock", lock_json (&st->lock, &err), &err);
   return pc_json_to_text (root, err, json);
 }
 

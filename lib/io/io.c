@@ -4,7 +4,9 @@
  * byte of the pool is read or written, so an io_uring backend can replace
  * it without touching the store.  Why plain pread/pwrite now: correctness
  * first; the store never holds a mutex across these calls, so blocking
- * system calls only block the calling worker thread.
+ * system calls only block the calling worker thread.  lib/io/iobatch.c
+ * (io_uring batches, and the choice of batch backend) is built on top of
+ * this file; nothing here calls it.
  *
  * Invariants:
  *  IO1 A call transfers the whole range or fails: short transfers and EINTR
@@ -15,7 +17,7 @@
  *      for the life of the pool (can_punch/can_zero_range).
  *  IO3 Data blocks go through dfd, opened O_DIRECT when the file system or
  *      device really supports it (a probe read at open), so the pool's data
- *      is cached only by lib/cache.c, within its budget.  Metadata, journal
+ *      is cached only by lib/cache/cache.c, within its budget.  Metadata, journal
  *      and fallocate use the buffered fd (small, and read whole at open).
  *      The two regions never overlap, and fdatasync on either descriptor
  *      covers the inode, so mixing them is coherent.  Callers align data
@@ -273,26 +275,6 @@ pc_io_pwritev_data (struct pc_io *io, const struct iovec *iov, int iovcnt,
                     uint64_t off)
 {
   return rw_vec (io, true, iov, iovcnt, off);
-}
-
-int
-pc_io_set_backend (struct pc_io *io, enum pc_io_backend mode,
-                   const char **why)
-{
-  int r;
-
-  io->uring = false;
-  *why = NULL;
-  if (mode == PC_IO_SYNC) {
-    *why = "disabled by io=sync";
-    return 0;
-  }
-  r = pc_io_probe_uring (why);
-  if (r < 0 && mode == PC_IO_URING)
-    return pc_error (-r, "io=uring: %s (%s); use io=auto or io=sync", *why,
-                     strerror (-r));
-  io->uring = r == 0;
-  return 0;
 }
 
 /* Fallback for IO2: write zeros in chunks. */

@@ -1,6 +1,6 @@
-/* punchcache: the store's private structures, shared by lib/store.c (pool
- * life cycle, metadata, commits), lib/volume.c (the data path) and
- * lib/check.c (offline check).  Front-ends never include this.
+/* punchcache: the store's private structures, shared by lib/pool/store.c (pool
+ * life cycle, metadata, commits), lib/core/volume.c (the data path) and
+ * lib/pool/check.c (offline check).  Front-ends never include this.
  *
  * Lock order (lib/LOCKING has the full tree):
  *   vol_mutex -> invalidate rangelock -> allocation rangelock
@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "punchcache/alloc.h"
 #include "punchcache/blockmap.h"
@@ -66,7 +67,7 @@ struct pc_pool {
   struct pc_vol_state vols[PC_MAX_VOLUMES];
 
   struct pc_alloc *alloc;
-  /* Prepared blocks (volume.c): free blocks taken from the allocator in
+  /* Prepared blocks (prepared.c): free blocks taken from the allocator in
    * runs and zeroed with one FALLOC_FL_ZERO_RANGE per run, so allocating
    * writes into them skip the punch and write only their data.  Protected
    * by prep_mutex, a leaf held for the stack operations only. */
@@ -89,7 +90,6 @@ struct pc_pool {
   unsigned wb_fail_left;        /* atomic: debug, failures to inject */
   const char *direct_why;       /* why data I/O is buffered, or NULL */
   const char *uring_why;        /* why batches use system calls, or NULL */
-  char *stats_path;             /* opts.stats_path, owned copy */
   uint64_t opened_at_ns;        /* CLOCK_MONOTONIC at open */
 
   /* meta_mutex protects: pages[] (pointers and contents), the dirty set,
@@ -115,8 +115,6 @@ struct pc_pool {
   bool data_dirty;              /* atomic: data written since last sync */
   uint32_t txn_max;             /* pages per transaction */
 
-  uint64_t stats_written_ns;     /* committer thread only */
-
   pthread_t committer;
   bool committer_running;
   bool committer_stop;          /* under commit_cond_mutex */
@@ -124,9 +122,13 @@ struct pc_pool {
   pthread_cond_t commit_cond;
 };
 
-/* volume.c */
+/* prepared.c */
+/* A free data block for an allocating write, and whether it is known to
+ * read as zeros (*clean).  0 or -ENOSPC (no message: the caller says which
+ * pool is full).  May commit (commit_mutex) to free blocks a trim freed. */
+int pc_pool_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean);
 /* Give the prepared blocks back to the allocator, punched (pool close). */
-void pc_volume_release_prepared (struct pc_pool *pool);
+void pc_pool_release_prepared (struct pc_pool *pool);
 
 /* writeback.c */
 struct pc_writeback;
@@ -142,13 +144,15 @@ int pc_wb_take_reserved (struct pc_pool *pool, uint64_t *pb, bool *clean);
 void pc_wb_return_block (struct pc_pool *pool, uint64_t pb);
 uint64_t pc_wb_reserved (struct pc_pool *pool);
 uint64_t pc_wb_next_seq (struct pc_pool *pool);
-/* volume.c: a free block (prepared first) for write-back's allocation. */
-int pc_volume_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean);
 
-/* stats.c */
-#define PC_DEFAULT_STATS_INTERVAL_MS 2000u
-void pc_stats_tick (struct pc_pool *pool);   /* committer thread */
-uint64_t pc_now_ns (void);                   /* CLOCK_MONOTONIC */
+static inline uint64_t
+pc_now_ns (void)                             /* CLOCK_MONOTONIC */
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);

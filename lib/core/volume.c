@@ -8,7 +8,7 @@
  *
  * Multi-block requests are batched: a read gathers up to 1 MiB of cache
  * pages (the read window) and a write up to 64 pieces (the write window)
- * whose pool transfers go out together (lib/iobatch.c, io_uring where
+ * whose pool transfers go out together (lib/io/iobatch.c, io_uring where
  * available) -- see read_range and write_piece.
  *
  * Why: the invalidate lock (struct pc_vol_state.inval) is what closes the
@@ -21,7 +21,8 @@
  * per-block *allocation* lock exclusive only when a block must be
  * allocated: two writes to one unallocated block allocate once, and a
  * failed write only returns the block it allocated itself and never
- * published (I5).
+ * published (I5).  Free blocks come from the pool layer
+ * (pc_pool_take_block, lib/pool/prepared.c: runs zeroed ahead).
  *
  * Invariants:
  *  V1 (I1, I6) Once pc_trim returns, the range's blocks are unmapped (or
@@ -50,7 +51,6 @@
 #include <config.h>
 
 #include <errno.h>
-#include <sched.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +58,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "store-internal.h"
+#include "../pool/store-internal.h"
 
 _Static_assert (PC_MAX_VOLUMES <= 0xffff, "slot must fit a cache key");
 _Static_assert (PC_MIN_BLOCK_SIZE >= PC_CACHE_PAGE &&
@@ -540,148 +540,6 @@ inject_write_failure (struct pc_pool *pool)
   return n && __atomic_add_fetch (&count, 1, __ATOMIC_RELAXED) % n == 0;
 }
 
-/* ---- prepared blocks ----
- *
- * On a file system, a write into a hole (a never-written or punched block)
- * takes the inode lock exclusive to allocate extents, and so does the punch
- * that clears a block for a partial write: every allocating write of the
- * pool serialises there (measured with fio here: 4K O_DIRECT writes, 16
- * threads, into holes 11.7k IOPS, into unwritten extents 74.7k).  So free
- * blocks are taken from the allocator in runs of up to PREP_BYTES and
- * zeroed with one FALLOC_FL_ZERO_RANGE per run, which leaves unwritten
- * extents that read as zeros and take aligned writes under the shared
- * lock.  The first block of a run is used at once; the rest wait in
- * pool->prep, in use for the allocator but published nowhere: after a
- * crash they are free again (nothing owns them), and pc_pool_close punches
- * them and hands them back.  Allocation stays lowest first: a prepared
- * block is used only while no lower block is free; a lower free block
- * (freed by a trim) starts a new run instead, and higher prepared blocks
- * wait.  A run holds at most PREP_BYTES of host space
- * that no volume uses yet.  Only where ZERO_RANGE works (can_zero_range)
- * and data I/O is O_DIRECT; elsewhere a block is cleared when taken. */
-#define PREP_BYTES (1u << 20)
-
-static unsigned
-prep_run_max (struct pc_pool *pool)
-{
-  unsigned n = PREP_BYTES >> pool->block_shift;
-  return n == 0 ? 1 : n > PC_PREP_MAX ? PC_PREP_MAX : n;
-}
-
-/* Pop a prepared block, if there is one below `below`. */
-static bool
-prep_pop (struct pc_pool *pool, uint64_t below, uint64_t *pb)
-{
-  bool ok;
-
-  pthread_mutex_lock (&pool->prep_mutex);
-  ok = pool->nprep > 0 && pool->prep[pool->nprep - 1] < below;
-  if (ok) *pb = pool->prep[--pool->nprep];
-  pthread_mutex_unlock (&pool->prep_mutex);
-  return ok;
-}
-
-/* Take a run; if it is longer than one block, zero it and keep all but its
- * first block (returned in *pb, *clean); what does not fit in pool->prep
- * goes back to the allocator.  A lone free block (fragmented free space,
- * e.g. one a trim just freed) is returned as it is (not clean): zeroing it
- * would cost the same exclusive inode operation as clearing it on use. */
-static int
-prep_refill (struct pc_pool *pool, uint64_t *pb, bool *clean)
-{
-  uint64_t first;
-  unsigned n, i;
-  int r;
-
-  __atomic_add_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
-  r = pc_alloc_get_run (pool->alloc, prep_run_max (pool), &first, &n);
-  if (r < 0 || n == 1)
-    __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
-  if (r < 0)
-    return r;
-  if (n == 1) {
-    *pb = first;
-    *clean = false;
-    return 0;
-  }
-  r = pc_io_zero_fast (&pool->io, (uint64_t) n << pool->block_shift,
-                       pc_data_offset (pool, first));
-  if (r < 0) {
-    for (i = 0; i < n; i++) pc_alloc_put_now (pool->alloc, first + i);
-    __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
-    return r;
-  }
-  pthread_mutex_lock (&pool->prep_mutex);
-  /* Highest first, so pops hand out the run lowest first.  Afterwards
-   * blocks first + 1 .. first + i (none if i == 0) were not kept. */
-  for (i = n - 1; i >= 1 && pool->nprep < PC_PREP_MAX; i--)
-    pool->prep[pool->nprep++] = first + i;
-  pool->prep_runs++;
-  pool->prep_blocks += n - i;
-  pthread_mutex_unlock (&pool->prep_mutex);
-  for (; i >= 1; i--)
-    pc_alloc_put_now (pool->alloc, first + i);
-  __atomic_sub_fetch (&pool->prep_busy, 1, __ATOMIC_SEQ_CST);
-  *pb = first;
-  *clean = true;
-  return 0;
-}
-
-void
-pc_volume_release_prepared (struct pc_pool *pool)
-{
-  uint64_t pb;
-
-  while (prep_pop (pool, UINT64_MAX, &pb)) {
-    pc_io_punch (&pool->io, pool->block_size, pc_data_offset (pool, pb));
-    pc_alloc_put_now (pool->alloc, pb);
-  }
-}
-
-/* A free block, and whether it is known to read as zeros (*clean).  If the
- * pool is full but trims have freed blocks that are waiting for their
- * commit (I3b), commit now so a trim frees space at once (SPEC §3), not at
- * the next FLUSH or background commit.  The commit takes no range lock,
- * so calling it with ours held cannot deadlock. */
-static int
-get_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
-{
-  struct pc_alloc_stats st;
-
-  *clean = true;
-  /* Lowest first still (lib/alloc.c): a prepared block only if no lower
-   * block is free, e.g. one a trim freed since the run was prepared. */
-  if (prep_pop (pool, pc_alloc_lowest_free (pool->alloc), pb))
-    return 0;
-  if (pool->io.direct && __atomic_load_n (&pool->io.can_zero_range,
-                                          __ATOMIC_RELAXED) &&
-      prep_refill (pool, pb, clean) == 0)
-    return 0;
-  *clean = false;
-  if (pc_alloc_get (pool->alloc, pb) == 0)
-    return 0;
-  pc_alloc_get_stats (pool->alloc, &st);
-  if (st.pending > 0 && pc_store_commit (pool) == 0 &&
-      pc_alloc_get (pool->alloc, pb) == 0)
-    return 0;
-  /* Nearly full: the last free blocks may be in another thread's run,
-   * being zeroed; they are not gone, so wait for them (a run is one
-   * fallocate long) rather than fail with a spurious ENOSPC.  busy is
-   * read before the pop: a run that ended before it has been pushed. */
-  for (;;) {
-    bool busy = __atomic_load_n (&pool->prep_busy, __ATOMIC_SEQ_CST) > 0;
-    if (prep_pop (pool, UINT64_MAX, pb)) {
-      *clean = true;
-      return 0;
-    }
-    if (pc_alloc_get (pool->alloc, pb) == 0)
-      return 0;
-    if (!busy && __atomic_load_n (&pool->prep_busy, __ATOMIC_SEQ_CST) == 0)
-      return -ENOSPC;
-    sched_yield ();
-  }
-}
-
 /* Allocation in three steps (allocation lock on lblock held throughout):
  * take a free block (and, if clear and it is not known to read as zeros,
  * punch it, so what the write does not cover reads 0), write the data,
@@ -707,14 +565,6 @@ take_block (struct pc_volume *vol, uint64_t lblock, uint64_t *pb,
   }
   if (resv) pc_blockmap_clear (v->resv, lblock);
   return 0;
-}
-
-/* For write-back (the reservation is the caller's, for a block it holds
- * the allocation lock of). */
-int
-pc_volume_take_block (struct pc_pool *pool, uint64_t *pb, bool *clean)
-{
-  return get_block (pool, pb, clean);
 }
 
 static int
