@@ -564,6 +564,37 @@ print_stats_cache (const struct pc_cache_stats *c)
          c->ghost_hits);
 }
 
+static void
+print_stats_writeback (const struct pc_wb_stats *w, uint64_t uptime_ms)
+{
+  char h[32], h2[32], t[32];
+
+  if (!w->enabled) {
+    field ("write-back:", "off (writes go to the pool before they complete)");
+    return;
+  }
+  field ("write-back:", "on");
+  field ("  dirty:", "%s of at most %s", human (w->dirty_bytes, h, sizeof h),
+         human (w->dirty_limit_bytes, h2, sizeof h2));
+  field ("  reserved blocks:", "%" PRIu64 " (for dirty data not yet "
+         "allocated)", w->reserved_blocks);
+  field ("  written back:", "%s in %" PRIu64 " pages, %" PRIu64
+         " blocks allocated; %s/s over the uptime",
+         human (w->bytes_written, h, sizeof h), w->pages_written,
+         w->blocks_allocated,
+         human (uptime_ms ? w->bytes_written * 1000 / uptime_ms : 0,
+                h2, sizeof h2));
+  field ("  failures:", "%" PRIu64 "%s", w->failures,
+         w->failures ? " (failed write-backs: the data was kept and retried)"
+                     : "");
+  field ("  flushes:", "%" PRIu64 ", mean %s, max %s", w->flushes,
+         w->flushes ? human_ns ((double) w->flush_ns_total /
+                                (double) w->flushes, t, sizeof t) : "-",
+         human_ns ((double) w->flush_ns_max, h, sizeof h));
+  field ("  throttled writes:", "%" PRIu64 " (waited at the dirty limit)",
+         w->throttled);
+}
+
 /* "3 acquired, 1 waited, mean wait 12.3 us" */
 static void
 print_lock_side (const char *label, uint64_t acquired, uint64_t waits,
@@ -611,6 +642,7 @@ print_stats (const char *file, const struct pc_stats *st)
   }
   else
     field ("cache:", "disabled (cache=0)");
+  print_stats_writeback (&st->writeback, st->uptime_ms);
   field ("invalidate lock:", "(all volumes)");
   print_lock_side ("  shared:", l->shared_acquired, l->shared_waits,
                    l->shared_wait_ns);

@@ -61,6 +61,8 @@ struct pc_stats {
   bool cache_enabled;
   struct pc_cache_stats cache;      /* all zero when the cache is off */
   struct pc_rangelock_stats lock;   /* invalidate locks, summed over volumes */
+  struct pc_wb_stats writeback;     /* all zero with writeback off (and in
+                                     * files of servers before write-back) */
   struct pc_stats_volume *volumes;  /* pool.nvolumes, in slot order */
 };
 

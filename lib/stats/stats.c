@@ -87,6 +87,7 @@ pc_pool_get_stats (struct pc_pool *pool, struct pc_stats *st)
   st->io_uring = pc_pool_io_uring (pool, NULL);
   st->prepared_runs = c.prepared_runs;
   st->prepared_total = c.prepared_total;
+  pc_wb_get_stats (pool, &st->writeback);
   st->cache_enabled = c.cache_enabled;
   st->cache = c.cache;
   st->volumes = calloc (PC_MAX_VOLUMES, sizeof *st->volumes);

@@ -89,6 +89,19 @@ static const struct u64_field cache_counters[] = {   /* after hit_rate */
   FIELD (struct pc_cache_stats, punch_fill_overlaps),
   FIELD (struct pc_cache_stats, ghost_hits),
 };
+static const struct u64_field wb_fields[] = {       /* after enabled */
+  FIELD (struct pc_wb_stats, dirty_bytes),
+  FIELD (struct pc_wb_stats, dirty_limit_bytes),
+  FIELD (struct pc_wb_stats, reserved_blocks),
+  FIELD (struct pc_wb_stats, pages_written),
+  FIELD (struct pc_wb_stats, bytes_written),
+  FIELD (struct pc_wb_stats, blocks_allocated),
+  FIELD (struct pc_wb_stats, failures),
+  FIELD (struct pc_wb_stats, flushes),
+  FIELD (struct pc_wb_stats, flush_ns_total),
+  FIELD (struct pc_wb_stats, flush_ns_max),
+  FIELD (struct pc_wb_stats, throttled),
+};
 static const struct u64_field lock_fields[] = {
   FIELD (struct pc_rangelock_stats, shared_acquired),
   FIELD (struct pc_rangelock_stats, shared_waits),
@@ -163,6 +176,16 @@ cache_json (const struct pc_stats *stats, int *err)
 }
 
 static struct json_object *
+wb_json (const struct pc_wb_stats *wb, int *err)
+{
+  struct json_object *o = json_object_new_object ();
+
+  pc_json_set_bool (o, "enabled", wb->enabled, err);
+  set_u64s (o, wb, wb_fields, NFIELDS (wb_fields), err);
+  return o;
+}
+
+static struct json_object *
 lock_json (const struct pc_rangelock_stats *l, int *err)
 {
   struct json_object *o = json_object_new_object ();
@@ -201,6 +224,7 @@ pc_stats_to_object (const struct pc_stats *st, int *err)
   pc_json_set (root, "cache", cache_json (st, err), err);
   pc_json_set (root, "volumes", volumes_json (st, err), err);
   pc_json_set (root, "invalidate_lock", lock_json (&st->lock, err), err);
+  pc_json_set (root, "writeback", wb_json (&st->writeback, err), err);
   return root;
 }
 
@@ -580,9 +604,21 @@ read_doc (const struct node *root, struct pc_stats *st)
     return r;
   if ((r = read_pool (&pool, st)) < 0 ||
       (r = read_cache (&cache, st)) < 0 ||
-      (r = read_volumes (&vols, st)) < 0)
+      (r = read_volumes (&vols, st)) < 0 ||
+      (r = get_u64s (&lock, &st->lock, lock_fields,
+                     NFIELDS (lock_fields))) < 0)
     return r;
-  return get_u64s (&lock, &st->lock, lock_fields, NFIELDS (lock_fields));
+  /* Added with write-back: optional (files of older servers), complete
+   * when present. */
+  if (has (root, "writeback")) {
+    struct node wb;
+    if ((r = get_container (root, "writeback", json_type_object, &wb)) < 0 ||
+        (r = get_bool (&wb, "enabled", &st->writeback.enabled)) < 0 ||
+        (r = get_u64s (&wb, &st->writeback, wb_fields,
+                       NFIELDS (wb_fields))) < 0)
+      return r;
+  }
+  return 0;
 }
 
 /* Takes over obj (a parse result r). */
