@@ -141,7 +141,9 @@ if [ -n "$objdir" ]; then
         rel=${o#"$objdir"/}
         d=${rel%/.libs/*}; n=${rel##*/libpunchcache_la-}; n=${n%.o}
         file=$d/$n.c
-        [ -f "$file" ] || continue      # a stale object (moved source)
+        # Objects outside a layer folder (lib/.libs of a build tree from
+        # before the layers) are not ours to judge.
+        [ -n "$(layer_of "$file")" ] || continue
         nm --defined-only -g "$o" | awk -v f="$file" 'NF == 3 { print $3, f }' >> "$tmp/defs"
         nm -u "$o" | awk -v f="$file" '{ print f, $NF }' >> "$tmp/uses"
     done
