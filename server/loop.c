@@ -202,20 +202,35 @@ pcd_loops_stop (void)
 }
 
 void
+pcd_loops_get_one (unsigned i, struct pcd_loop_stats *out)
+{
+  struct pcd_loop_stats *s = &loops[i].stats;
+
+  out->connections = s->connections;
+  out->connections_now = s->connections_now;
+  out->requests = s->requests;
+  out->replies = s->replies;
+  out->bytes_in = s->bytes_in;
+  out->bytes_out = s->bytes_out;
+  out->protocol_errors = s->protocol_errors;
+}
+
+void
 pcd_loops_get_stats (struct pcd_loop_stats *sum, unsigned *n)
 {
   unsigned i;
 
   memset (sum, 0, sizeof *sum);
   for (i = 0; i < nloops; i++) {
-    struct pcd_loop_stats *s = &loops[i].stats;
-    sum->connections += s->connections;
-    sum->connections_now += s->connections_now;
-    sum->requests += s->requests;
-    sum->replies += s->replies;
-    sum->bytes_in += s->bytes_in;
-    sum->bytes_out += s->bytes_out;
-    sum->protocol_errors += s->protocol_errors;
+    struct pcd_loop_stats s;
+    pcd_loops_get_one (i, &s);
+    sum->connections += s.connections;
+    sum->connections_now += s.connections_now;
+    sum->requests += s.requests;
+    sum->replies += s.replies;
+    sum->bytes_in += s.bytes_in;
+    sum->bytes_out += s.bytes_out;
+    sum->protocol_errors += s.protocol_errors;
   }
   *n = nloops;
 }

@@ -322,6 +322,12 @@ on_accept (struct ev_loop *ev, ev_io *w, int revents)
 }
 
 static void
+on_stats_tick (struct ev_loop *ev, ev_timer *w, int revents)
+{
+  pcd_stats_push ();
+}
+
+static void
 on_signal (struct ev_loop *ev, ev_signal *w, int revents)
 {
   pcd_debug ("signal %d: stopping", w->signum);
@@ -420,6 +426,7 @@ main (int argc, char *argv[])
   unsigned nthreads = 0, i;
   struct ev_loop *ev;
   ev_signal sigterm, sigint;
+  ev_timer stats_tick;
   int c, r, status = EXIT_SUCCESS;
   long ncpu;
 
@@ -499,6 +506,8 @@ main (int argc, char *argv[])
   ev_signal_init (&sigint, on_signal, SIGINT);
   ev_signal_start (ev, &sigterm);
   ev_signal_start (ev, &sigint);
+  ev_timer_init (&stats_tick, on_stats_tick, 0., 1.);
+  ev_timer_start (ev, &stats_tick);
   ev_run (ev, 0);
 
   /* Graceful shutdown. */
@@ -509,6 +518,7 @@ main (int argc, char *argv[])
   if (unix_path)
     unlink (unix_path);
   pcd_loops_stop ();
+  pcd_stats_push ();                    /* the final figures */
   pc_core_destroy (pcd_config.core);
   if (pc_params_close_pool (pcd_config.pool) < 0) {
     pcd_log ("closing the pool: %s", pc_last_error ());

@@ -7,6 +7,7 @@
  *           transmission; requests go to the core (lib/core/request.c)
  *   protocol.c  the wire format, pure functions (fuzzed)
  *   tls.c   GnuTLS credentials and sessions
+ *   stats.c the server's figures in the statistics file
  *
  * Threading (the libev contract: one loop per thread): a connection lives
  * on one loop for its whole life, so its state needs no lock.  The core
@@ -74,6 +75,7 @@ void pcd_loops_adopt (int fd);
  * sends their replies, then closes; returns when every loop has ended. */
 void pcd_loops_stop (void);
 void pcd_loops_get_stats (struct pcd_loop_stats *sum, unsigned *nloops);
+void pcd_loops_get_one (unsigned i, struct pcd_loop_stats *out);
 /* From any thread: queue a completed request for its loop. */
 void pcd_loop_post_completion (struct pcd_loop *loop, struct pcd_creq *cr);
 /* Loop thread: a connection closed; end the loop if it is stopping and
@@ -92,6 +94,9 @@ struct pcd_conn *pcd_conn_next (struct pcd_conn *c);
 /* The completion list's link (the request is conn.c's). */
 struct pcd_creq *pcd_creq_next (struct pcd_creq *cr);
 void pcd_creq_set_next (struct pcd_creq *cr, struct pcd_creq *next);
+
+/* stats.c: push the server's figures to the statistics writer. */
+void pcd_stats_push (void);
 
 /* main.c */
 void pcd_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
