@@ -400,7 +400,10 @@ print(len(v))' "$1" "$2"
 # gives --name= for each job); JSON to $dir/NAME.TAG.json.  Fails on a fio
 # error or a job error, and when the server did not survive the run
 # (check_alive).  Bounded by the largest --runtime= among the arguments
-# (600 s without one) plus 60 s, by timeout(1).
+# (600 s without one) plus 60 s, by timeout(1).  With runfio_then set to a
+# command, that command runs with NAME and TAG right after fio succeeded,
+# before anything else reaches the server (the FLUSH of a burst).
+runfio_then=""
 runfio () {
   local name=$1 tag=$2; shift 2
   local json=$dir/$name.$tag.json rt=0 arg njobs j
@@ -418,6 +421,7 @@ runfio () {
     check_alive "$name" "during fio $tag"
     die "fio $tag on $name failed (or took over $(( rt + 60 )) s)"
   fi
+  [ -z "$runfio_then" ] || "$runfio_then" "$name" "$tag"
   check_alive "$name" "after fio $tag (the figure of that run is not used)"
   njobs=$(jlen "$json" jobs)
   for (( j = 0; j < njobs; j++ )); do

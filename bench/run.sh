@@ -12,14 +12,15 @@ set -euo pipefail
 usage () {
   cat <<EOF
 NAME
-    $prog - punchcache's benchmark suite: eight fio workloads against
-    punchcache's two front-ends (the nbdkit plugin and punchcached) and
-    six peer servers, ratios and the SPEC §7 targets
+    $prog - punchcache's benchmark suite: nine workloads against
+    punchcache's two front-ends (the nbdkit plugin and punchcached, with
+    write-back on and off) and six peer servers, ratios and the SPEC §7
+    targets
 
 SYNOPSIS
     bench/$prog [--quick] [--runtime S] [--reps N] [--size SIZE]
                 [--workloads LIST] [--servers LIST] [--punch-rate N]
-                [--perf DIR] [--pc-block-size SIZE] [--pc-param direct=MODE]
+                [--perf DIR] [--pc-block-size SIZE] [--pc-param KEY=VALUE]
                 [--build DIR] [--out FILE]
     bench/$prog --help
 
@@ -27,8 +28,8 @@ DESCRIPTION
     Starts each server on its own Unix socket in a private temporary
     directory (\$TMPDIR, default /tmp; it must be a disk file system, not
     tmpfs: punchcache does its pool I/O with O_DIRECT), drives it with
-    fio --ioengine=nbd, and prints a markdown report.  Servers (names for
-    --servers):
+    fio --ioengine=nbd (and, for workload i, nbdsh), and prints a
+    markdown report.  Servers (names for --servers):
 
       null        nbdkit null SIZE: no data at all, the protocol's and
                   nbdkit's own ceiling (used in workload a only)
@@ -48,7 +49,10 @@ DESCRIPTION
       punchcache  the plugin, nbdkit punchcache: a pool of 2 x SIZE
                   (default 64 KiB blocks) holding a thin volume "bench"
                   of SIZE bytes, cache=2 x SIZE so the whole volume fits
-                  in the cache; "punchcache (plugin)" in the report
+                  in the cache; "punchcache (plugin)" in the report.
+                  Its defaults otherwise: writeback=on (a write completes
+                  once its data is in the cache), dirty= half of cache=,
+                  dirty-expire=30
       punchcached the standalone server (server/punchcached of the build:
                   its own event loops and io_uring, no nbdkit) on a pool
                   made exactly as the plugin's (same size, block size,
@@ -56,6 +60,13 @@ DESCRIPTION
                   otherwise: punchcached -f --exit-with-parent -U SOCKET
                   pool=... cache=... stats=... (event loop threads: one
                   per CPU)
+      punchcache-wt, punchcached-wt
+                  the same two with writeback=off (every write goes to
+                  the pool before it completes: the write-through
+                  behaviour before write-back); not run unless named in
+                  --servers (or --servers all): "writeback=off" in the
+                  report, and in the ratio tables the gain of write-back
+                  (punchcache ÷ punchcache-wt)
 
     Every nbdkit runs with --threads $NBDKIT_THREADS.  qemu-nbd has no thread
     pool option: its one main-loop thread runs every request as a
@@ -124,6 +135,20 @@ DESCRIPTION
          while a third connection trims random 64K ranges at a fixed
          500 trims/s (the same trim load for every server); reported as
          read + write IOPS of the mix.
+      i  FLUSH after a burst of 4K random writes: for every repetition
+         each server gets a new export of SIZE (as in c: new pool, sparse
+         file, qcow2 image, process), fio writes SIZE bytes into it, 4K
+         random, QD32 x 2, each 4K block once, with no flush; the moment
+         fio has exited, a third connection (nbdsh, connected before the
+         burst and idle through it) sends one FLUSH, timed alone.  The
+         reference, once per repetition in the same run: the device's
+         O_DIRECT sequential write of SIZE bytes into a file in the work
+         directory (dd bs=1M oflag=direct conv=fsync, timed).  Reported:
+         the burst's IOPS, the FLUSH in seconds and FLUSH ÷ device (SPEC
+         §7: at most 1.2 for the default 1 GiB).  The peers that write
+         into the page cache (file, filecache, qemu-default) flush it the
+         same way (fdatasync); qemu (cache=none) flushes its qcow2
+         metadata and the disk's cache.  null, memory: n/a.
 
     Repetitions: each workload runs --reps times; within a repetition
     the servers run one after another, and the order rotates from one
@@ -151,9 +176,10 @@ DESCRIPTION
     1.33.10 aborts, "Assertion 'sock >= 0' failed", when a client hangs
     up with requests queued; fio ends its runs without doing that).
 
-    The default run takes about 21 minutes on 2 cores (15:38 for
-    latest.md, before punchcached and qemu-default were added), --quick
-    about 5 (g alone, five phases per server, takes 1.5 minutes).
+    The default run takes about 25 minutes on 2 cores (15:38 for
+    latest.md, before punchcached and qemu-default were added; i adds
+    about 4), --quick about 6 (g alone, five phases per server, takes
+    1.5 minutes); the two writeback=off servers add about a quarter.
     Numbers from a shared, noisy machine: read the ratios and the
     spread, not the absolute values.
 
@@ -165,12 +191,13 @@ OPTIONS
     --size SIZE      size of every export, with an optional suffix K, M,
                      G or T (powers of 1024); a whole number of MiB, at
                      least 64M (default 1G)
-    --workloads LIST comma-separated subset of a,b,c,d,e,f,g,h (default
-                     all); they run in alphabetical order
+    --workloads LIST comma-separated subset of a,b,c,d,e,f,g,h,i
+                     (default all); they run in alphabetical order
     --servers LIST   comma-separated subset of null, memory, file,
                      filecache, qemu, qemu-default, punchcache,
-                     punchcached (default all; the ratios need
-                     punchcache or punchcached)
+                     punchcached, punchcache-wt, punchcached-wt, or all
+                     (default: all but the two -wt servers; the ratios
+                     need punchcache or punchcached)
     --punch-rate N   workload g: the rate of the limited job 2, N trims/s
                      and N writes/s (integer >= 1; default 1000)
     --perf DIR       profile: attach perf record (cpu-clock, DWARF call
@@ -182,10 +209,13 @@ OPTIONS
                      what-if runs: create the pools of punchcache and
                      punchcached with this block size (4K..1M; default
                      the tool's, 64K)
-    --pc-param direct=auto|on|off
+    --pc-param KEY=VALUE
                      what-if runs: pass this parameter to every
-                     punchcache and punchcached (direct=off: buffered
-                     pool I/O, the page cache next to the block cache)
+                     punchcache and punchcached (also the -wt ones); KEY
+                     one of direct=auto|on|off (direct=off: buffered pool
+                     I/O, the page cache next to the block cache),
+                     dirty=SIZE, dirty-expire=SECONDS; repeatable.
+                     writeback= is chosen by the server names (-wt)
     --build DIR      build tree holding plugins/punchcache/.libs/
                      nbdkit-punchcache-plugin.so, tools/punchcache and
                      server/punchcached
@@ -198,7 +228,8 @@ OPTIONS
 REQUIREMENTS
     nbdkit with the null, memory and file plugins and the cache filter;
     qemu-nbd and qemu-img (qemu-utils); fio with ioengine=nbd (fio
-    --enghelp=nbd) and randtrimwrite; nbdinfo (libnbd-bin); jq or
+    --enghelp=nbd) and randtrimwrite; nbdinfo (libnbd-bin); nbdsh
+    (python3-libnbd) for workload i; jq or
     python3; dd, sync, findmnt, awk.  Memory: about 4 x SIZE + 512M free
     (the memory disk, punchcache's cache, the fresh memory disk of c).
     Disk: about 5 x SIZE in \$TMPDIR (sparse files: only what is written
@@ -216,6 +247,8 @@ EXAMPLES
     bench/$prog --workloads a --servers null,punchcache,punchcached --reps 5
     bench/$prog --workloads a,g --servers file,punchcache --reps 5
     bench/$prog --workloads c,d --servers punchcache --reps 1 --perf /tmp/p
+    bench/$prog --servers all --out /tmp/wb.md  # write-back on and off
+    bench/$prog --workloads c,d,i --servers file,qemu-default,punchcache,punchcache-wt
 
 EXIT STATUS
     0 on success, 1 on a failure (a server that did not start or did not
@@ -228,8 +261,10 @@ EOF
 
 cmdline=$(quote_cmdline "$0" "$@")
 
-all_workloads=(a b c d e f g h)
-all_servers=(null memory file filecache qemu qemu-default punchcache punchcached)
+all_workloads=(a b c d e f g h i)
+all_servers=(null memory file filecache qemu qemu-default punchcache punchcached
+             punchcache-wt punchcached-wt)
+default_servers=(null memory file filecache qemu qemu-default punchcache punchcached)
 quick=no runtime="" reps="" size_arg="" build="" out=""
 workloads_arg="" servers_arg="" punch_rate=1000 perf_dir=""
 pc_block_size="" pc_params=() pc_what_if=""
@@ -249,8 +284,10 @@ while [ $# -gt 0 ]; do
     --punch-rate) punch_rate=$val ;;
     --perf)       perf_dir=$val ;;
     --pc-block-size) pc_block_size=$val ;;
-    --pc-param)   [[ $val =~ ^direct=(auto|on|off)$ ]] ||
-                    usage_error "--pc-param: want direct=auto, direct=on or direct=off, got '$val'"
+    --pc-param)   # The servers check the values; these are the keys a
+                  # what-if run may change.
+                  [[ $val =~ ^(direct=(auto|on|off)|dirty=[0-9]+[KkMmGg]?|dirty-expire=[0-9]+)$ ]] ||
+                    usage_error "--pc-param: want direct=auto|on|off, dirty=SIZE or dirty-expire=SECONDS, got '$val'"
                   pc_params+=("$val"); pc_what_if=yes ;;
     --build)      build=$val ;;
     --out)        out=$val ;;
@@ -292,21 +329,29 @@ pick_list () {
 list=$(pick_list --workloads "${workloads_arg:-$(IFS=,; echo "${all_workloads[*]}")}" \
          "${all_workloads[@]}") || exit $?
 read -r -a workloads <<<"$list"
-list=$(pick_list --servers "${servers_arg:-$(IFS=,; echo "${all_servers[*]}")}" \
-         "${all_servers[@]}") || exit $?
+case "${servers_arg:-}" in
+  "")  servers_arg=$(IFS=,; echo "${default_servers[*]}") ;;
+  all) servers_arg=$(IFS=,; echo "${all_servers[*]}") ;;
+esac
+list=$(pick_list --servers "$servers_arg" "${all_servers[@]}") || exit $?
 read -r -a servers <<<"$list"
 
 has () { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
-# The punchcache servers (the plugin, the standalone server) among them.
-is_pc () { [ "$1" = punchcache ] || [ "$1" = punchcached ]; }
+# The punchcache servers (the plugin, the standalone server, with
+# write-back on and, -wt, off) among them.
+is_pc () { [[ $1 =~ ^punchcached?(-wt)?$ ]]; }
+# is_fresh W: workloads that get a new export and process per run.
+is_fresh () { [ "$1" = c ] || [ "$1" = i ]; }
 pcs=()
 for s in "${servers[@]}"; do is_pc "$s" && pcs+=("$s"); done
 (( ${#pcs[@]} == 0 )) || find_build "$build"
-has punchcached "${servers[@]}" && need_punchcached
+{ has punchcached "${servers[@]}" || has punchcached-wt "${servers[@]}"; } &&
+  need_punchcached
 
 # ---------------------------------------------------------------- setup
 
 need_cmds nbdkit nbdinfo dd sync
+! has i "${workloads[@]}" || need_cmds nbdsh
 need_fio_nbd
 fio --cmdhelp=rw 2>/dev/null | grep -q randtrimwrite ||
   die "this fio ($(fio --version)) has no rw=randtrimwrite (workload g)"
@@ -323,20 +368,23 @@ half=$(( size / 2 ))
 unit=$(( 64 * 1024 ))                 # c: allocation unit, one write each
 c_size=$(( 4 * size ))
 c_units=$(( c_size / unit ))          # units of c's export: one write each
+i_bytes=$size                         # i: the burst, and its fresh export
 pc_cache=$(( 2 * size ))
 
 declare -A label=(
   [null]="nbdkit null" [memory]="nbdkit memory" [file]="nbdkit file"
   [filecache]="nbdkit file + cache filter" [qemu]="qemu-nbd qcow2 cache=none"
   [qemu-default]="qemu-nbd qcow2 default cache" [punchcache]="punchcache (plugin)"
-  [punchcached]="punchcached"
+  [punchcached]="punchcached" [punchcache-wt]="punchcache (plugin) writeback=off"
+  [punchcached-wt]="punchcached writeback=off"
 )
 # The servers a workload does not apply to (n/a), and why; every other
 # server runs it.
 declare -A not_for=( [b]="null memory" [c]=null [d]=null [e]=null
-                     [f]="null memory" [g]=null [h]=null )
+                     [f]="null memory" [g]=null [h]=null [i]="null memory" )
 declare -A na_why=( [b]="null and memory have no cold state"
-                    [f]="null and memory have no storage to give back" )
+                    [f]="null and memory have no storage to give back"
+                    [i]="null and memory have nothing to make durable" )
 declare -A eligible=()
 for w in "${all_workloads[@]}"; do
   for s in "${all_servers[@]}"; do
@@ -360,10 +408,15 @@ declare -A row_title=( [a]="a. 4K random read, cached, QD32×2"
   [g.withmax]="g. job 1 with job 2 unlimited"
   [g.keptmax]="g. kept share, job 2 unlimited"
   [h]="h. 70/30 4K random read/write + 500 trims/s, QD32×2"
+  [i.burst]="i. burst of $(( i_bytes / MIB )) MiB of 4K random writes, fresh export, QD32×2"
+  [i.flush]="i. FLUSH after the burst"
+  [i.ratio]="i. FLUSH ÷ the device's O_DIRECT sequential write of $(( i_bytes / MIB )) MiB"
 )
 declare -A row_unit=( [e.read]="MiB/s" [e.write]="MiB/s" [g.kept]="share"
-  [g.keptmax]="share" )
-is_share () { [ "$1" = g.kept ] || [ "$1" = g.keptmax ]; }
+  [g.keptmax]="share" [i.flush]="s" [i.ratio]="×" )
+# is_frac ROW: rows of fractions or seconds, not rates: three decimals,
+# and no plugin ÷ peer ratios.
+is_frac () { [[ $1 =~ ^(g\.kept|g\.keptmax|i\.flush|i\.ratio)$ ]]; }
 declare -A vals=()                    # "row|server" -> "v1 v2 ..."
 declare -A extra=()                   # "row|server" -> "note per rep ..."
 
@@ -382,16 +435,20 @@ backing () {
       [ "$kind" = file ] || mkdir -p "$dir/$name.tmp" ;;
     qemu|qemu-default)
       qemu-img create -q -f qcow2 "$dir/$name.qcow2" "$bytes" ;;
-    punchcache|punchcached)
+    punchcache*)
       "$tool" create "$dir/$name.pool" $(( bytes + pc_cache / 2 )) \
         ${pc_block_size:+--block-size "$pc_block_size"} >/dev/null
       "$tool" volume add "$dir/$name.pool" bench "$bytes" >/dev/null ;;
   esac
 }
 
+# Extra options of punchcache's and punchcached's command line (workload
+# i: statistics every 100 ms, so a snapshot just before its FLUSH is fresh).
+pc_debug=()
+
 # serve NAME KIND BYTES [CACHE]: start NAME (punchcache or punchcached with
 # cache=CACHE, default $pc_cache) on its backing.  The two punchcache
-# front-ends get the same parameters.
+# front-ends get the same parameters; the -wt ones writeback=off too.
 serve () {
   local name=$1 kind=$2 bytes=$3 cache=${4:-$pc_cache}
   case "$kind" in
@@ -403,12 +460,16 @@ serve () {
                    --discard=unmap -e 4 "$dir/$name.qcow2" ;;
     qemu-default) start_qemu_nbd "$name" -f qcow2 --discard=unmap -e 4 \
                    "$dir/$name.qcow2" ;;
-    punchcache|punchcached)
-      local params=(pool="$dir/$name.pool" cache="$cache" "${pc_params[@]}"
-                    stats="$dir/$name.stats.json")
+    punchcache*)
+      local params=(pool="$dir/$name.pool" cache="$cache" "${pc_params[@]}")
+      [[ $kind != *-wt ]] || params+=(writeback=off)
+      params+=(stats="$dir/$name.stats.json")
       export_of[$name]=bench
-      if [ "$kind" = punchcache ]; then start_nbdkit "$name" "$plugin" "${params[@]}"
-      else start_punchcached "$name" "${params[@]}"; fi ;;
+      case "$kind" in
+        punchcache|punchcache-wt)
+          start_nbdkit "$name" "${pc_debug[@]}" "$plugin" "${params[@]}" ;;
+        *) start_punchcached "$name" "${pc_debug[@]}" "${params[@]}" ;;
+      esac ;;
   esac
 }
 
@@ -547,7 +608,7 @@ make_iologs () {
 # DWARF call graphs: both are built -O2 without frame pointers).
 timed_fio () {
   local name=$1 tag=$2 perf_pid=""
-  if [ -n "$perf_dir" ] && is_pc "${name#c[0-9]*-}"; then
+  if [ -n "$perf_dir" ] && is_pc "${name#[ci][0-9]*-}"; then
     timeout -s INT -k 5 $(( 5 * runtime + 180 )) \
       perf record -q -e cpu-clock -F 999 --call-graph dwarf,8192 \
         -p "${pid[$name]}" -o "$perf_dir/$name.$tag.perf.data" \
@@ -575,6 +636,72 @@ check_allocated () {
   used=$(jget "$st" pool.used_blocks)
   [ "$used" = "$n" ] ||
     warn "c on $1: $n writes but $used blocks allocated (each write should allocate one)"
+}
+
+# device_write: the reference of workload i, the device's O_DIRECT
+# sequential write of $i_bytes bytes (dd bs=1M, fsync before it ends) into a
+# new file in the work directory, on the file system of the pools; prints
+# its seconds.
+device_write () {
+  local f=$dir/device.ref t0 t1
+  t0=$EPOCHREALTIME
+  timeout -k 5 600 dd if=/dev/zero of="$f" bs=1M count=$(( i_bytes / MIB )) \
+    oflag=direct conv=fsync status=none ||
+    die "dd of $(( i_bytes / MIB )) MiB with oflag=direct into $f failed (or took over 600 s)"
+  t1=$EPOCHREALTIME
+  rm -f -- "$f"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# flush_arm NAME: connect nbdsh to NAME now and have it wait, idle, for
+# flush_fire; then it sends one FLUSH, timed alone, and writes "SECONDS
+# START" (START: the wall clock when the FLUSH was sent) to NAME.flush.  So
+# the FLUSH follows the burst by milliseconds, not by a new process's
+# start-up and handshake.  Bounded by timeout(1); stopped with the servers
+# at exit (pid[NAME.flush]).
+flush_arm () {
+  local name=$1 go=$dir/$1.go
+  rm -f "$go" "$dir/$name.flush"; mkfifo "$go"
+  GO=$go timeout -k 5 900 nbdsh -u "$(uri "$name")" -c '
+import os, time
+open(os.environ["GO"]).read()
+t0 = time.time()
+h.flush()
+print("%.3f %.6f" % (time.time() - t0, t0))' >"$dir/$name.flush" 2>"$dir/$name.flush.log" &
+  pid[$name.flush]=$!
+}
+
+# flush_fire NAME TAG (as runfio_then, right after the burst's fio run):
+# keep punchcache's statistics of the moment (dirty data after the burst;
+# rewritten every 100 ms in i), let flush_arm's FLUSH go and wait for it.
+flush_fire () {
+  local name=$1 rc=0
+  [ ! -f "$dir/$name.stats.json" ] ||
+    cp "$dir/$name.stats.json" "$dir/$name.stats.preflush.json"
+  timeout 30 bash -c 'echo go >"$1"' _ "$dir/$name.go" || rc=$?
+  (( rc != 0 )) || wait "${pid[$name.flush]}" || rc=$?
+  if (( rc != 0 )); then
+    cat "$dir/$name.flush.log" >&2
+    check_alive "$name" "during the FLUSH of i"
+    die "the FLUSH of i on $name failed (status $rc, or took over 900 s)"
+  fi
+  unset "pid[$name.flush]"
+}
+
+# pcstat FILE KEY: a value of punchcache's statistics, "?" when missing.
+pcstat () { jget "$1" "$2" 2>/dev/null || echo "?"; }
+
+# i_dirty INST SERVER: for a punchcache instance of i, after it exited:
+# its dirty data just before the FLUSH and what was written back from
+# then to its exit (the FLUSH), in MiB, into extra[i.dirty|SERVER].
+i_dirty () {
+  local pre=$dir/$1.stats.preflush.json post=$dir/$1.stats.json
+  [ -f "$pre" ] && [ -f "$post" ] || return 0
+  extra["i.dirty|$2"]="${extra["i.dirty|$2"]:-} $(awk \
+    -v d="$(pcstat "$pre" writeback.dirty_bytes)" \
+    -v a="$(pcstat "$pre" writeback.bytes_written)" \
+    -v b="$(pcstat "$post" writeback.bytes_written)" \
+    'BEGIN { printf "%.0f/%.0f", d / 1048576, (b - a) / 1048576 }')"
 }
 
 # run_one W NAME TAG: one timed run of workload W against server NAME
@@ -662,6 +789,29 @@ run_one () {
       filled[$name]=0; warm[$name]=0
       record h "$name" "$(metric "$json" 0 read write)"
       extra["h|$name"]="${extra["h|$name"]:-} $(metric "$json" 1 trim)" ;;
+    i)
+      # A fresh export of $i_bytes bytes, each 4K block written once in
+      # random order (fio's random map), half per connection, no flush
+      # (fio sends none without fsync=/end_fsync=); then one FLUSH.
+      local base=${name#i*-} moved secs start gap
+      flush_arm "$name"
+      runfio_then=flush_fire
+      timed_fio "$name" "$tag" --name=i --rw=randwrite --bs=4k "${qd32x2[@]}" \
+        --size=$(( i_bytes / 2 )) --offset_increment=$(( i_bytes / 2 )) \
+        --runtime=600
+      runfio_then=""
+      moved=$(jget "$json" jobs.0.write.io_bytes)
+      [ "$moved" = "$i_bytes" ] ||
+        die "i on $name: the burst wrote $moved of $i_bytes bytes"
+      read -r secs start <"$dir/$name.flush"
+      gap=$(awk -v a="$start" -v e="$(stat -c %.9Y "$json")" \
+              'BEGIN { printf "%.3f", a - e }')
+      check_alive "$name" "after the FLUSH of i (the figure of that run is not used)"
+      record i.burst "$base" "$(metric "$json" 0 write)"
+      record i.flush "$base" "$secs"
+      record i.ratio "$base" "$(awk -v f="$secs" -v d="$i_device" \
+                                  'BEGIN { printf "%.3f", f / d }')"
+      extra["i.flush|$base"]="${extra["i.flush|$base"]:-} $gap" ;;
   esac
 }
 
@@ -669,15 +819,16 @@ run_one () {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 load_samples=""                       # 1-minute load average before each run
+device_vals="" i_device=""            # i: the device's seconds per repetition
 t_start=$(date +%s)
 log "build: ${build:-none (no punchcache)}"
 log "size $size_arg, runtime ${runtime}s, $reps rep(s), workloads ${workloads[*]}, servers ${servers[*]}, in $dir ($fs_type)"
 
-# Servers that some selected workload other than c runs on.
+# Servers that some selected workload other than c and i runs on.
 main_servers=()
 for s in "${servers[@]}"; do
   for w in "${workloads[@]}"; do
-    if [ "$w" != c ] && has "$s" ${eligible[$w]}; then main_servers+=("$s"); break; fi
+    if ! is_fresh "$w" && has "$s" ${eligible[$w]}; then main_servers+=("$s"); break; fi
   done
 done
 for s in "${main_servers[@]}"; do
@@ -701,6 +852,7 @@ for w in "${workloads[@]}"; do
   case "$w" in
     e) rows+=(e.read e.write) ;;
     g) rows+=(g.alone g.with g.kept g.withmax g.keptmax) ;;
+    i) rows+=(i.burst i.flush i.ratio) ;;
     *) rows+=("$w") ;;
   esac
   (( ${#run_servers[@]} > 0 )) || { log "workload $w: no selected server"; continue; }
@@ -726,24 +878,36 @@ for w in "${workloads[@]}"; do
   fi
   n=${#run_servers[@]}
   for (( r = 0; r < reps; r++ )); do
+    if [ "$w" = i ]; then
+      i_device=$(device_write)
+      device_vals+=" $i_device"
+      log "  i rep $(( r + 1 ))/$reps device: $(( i_bytes / MIB )) MiB O_DIRECT sequential in $i_device s"
+    fi
     for (( k = 0; k < n; k++ )); do
       s=${run_servers[(r + k) % n]}
       for part in "${parts[@]}"; do
         load_samples+=" $(cut -d' ' -f1 /proc/loadavg)"
-        if [ "$w" = c ]; then
-          inst=c$r-$s
-          backing "$inst" "$s" "$c_size"
-          serve "$inst" "$s" "$c_size"
-          run_one c "$inst" "c$r"
+        if is_fresh "$w"; then
+          inst=$w$r-$s
+          bytes=$c_size; [ "$w" = c ] || bytes=$i_bytes
+          backing "$inst" "$s" "$bytes"
+          [ "$w" != i ] || pc_debug=(-D punchcache.stats_interval_ms=100)
+          serve "$inst" "$s" "$bytes"
+          pc_debug=()
+          run_one "$w" "$inst" "$w$r"
           unserve "$inst"
-          check_allocated "$inst"
-          [ -z "${hwm_kb[$inst]:-}" ] || {
-            (( hwm_kb[$inst] > ${hwm_kb[c-$s]:-0} )) && hwm_kb[c-$s]=${hwm_kb[$inst]}; :; }
+          [ "$w" != i ] || i_dirty "$inst" "$s"
+          if [ "$w" = c ]; then
+            check_allocated "$inst"
+            [ -z "${hwm_kb[$inst]:-}" ] || {
+              (( hwm_kb[$inst] > ${hwm_kb[c-$s]:-0} )) && hwm_kb[c-$s]=${hwm_kb[$inst]}; :; }
+          fi
           rm -rf -- "$dir/$inst".*
         else
           run_one "$part" "$s" "$part.$r"
         fi
         v=${vals["${part/#g/g.kept}|$s"]:-}; v=${v##* }
+        [ "$w" != i ] || v="burst ${vals["i.burst|$s"]##* } IOPS, FLUSH ${vals["i.flush|$s"]##* } s (${vals["i.ratio|$s"]##* }× device; ${extra["i.flush|$s"]##* } s after the burst)"
         [ "$w" != g ] || v="alone ${vals["g.alone|$s"]##* } with ${vals["g.with|$s"]##* } kept $v, unlimited ${vals["g.withmax|$s"]##* } kept ${vals["g.keptmax|$s"]##* }"
         log "  $part rep $(( r + 1 ))/$reps $(printf '%-12s' "$s") $v"
       done
@@ -775,7 +939,7 @@ elapsed=$(( $(date +%s) - t_start ))
 
 declare -A med=() lo=() hi=()
 for row in "${rows[@]}"; do
-  fmt=%.0f; ! is_share "$row" || fmt=%.3f
+  fmt=%.0f; ! is_frac "$row" || fmt=%.3f
   for s in "${servers[@]}"; do
     [ -n "${vals["$row|$s"]:-}" ] || continue
     read -r "med[$row|$s]" "lo[$row|$s]" "hi[$row|$s]" \
@@ -787,7 +951,7 @@ done
 cell () {
   local w=${1%%.*}
   if [ -n "${med["$1|$2"]:-}" ]; then
-    if is_share "$1"; then printf '%.2f' "${med["$1|$2"]}"
+    if is_frac "$1"; then printf '%.2f' "${med["$1|$2"]}"
     else commas "${med["$1|$2"]}"; fi
   elif ! has "$2" ${eligible[$w]}; then printf 'n/a'
   else printf '—'
@@ -836,7 +1000,8 @@ verdict () {
     print ok ? "**met**" : "**missed**" }'
 }
 
-# The peers: every server but the two front-ends.
+# The peers: every server but punchcache's (the two front-ends, with
+# write-back on and off).
 peers=()
 for s in "${servers[@]}"; do is_pc "$s" || peers+=("$s"); done
 
@@ -848,11 +1013,10 @@ ratio_table () {
   echo
   table_header workload "÷ " "$@"
   for row in "${rows[@]}"; do
-    is_share "$row" || table_row "$fn" "$row" "${row_title[$row]}" "$@"
+    is_frac "$row" || table_row "$fn" "$row" "${row_title[$row]}" "$@"
   done
 }
 
-pcstat () { jget "$1" "$2" 2>/dev/null || echo "?"; }
 
 report=$dir/report.md
 {
@@ -872,6 +1036,9 @@ report=$dir/report.md
        "and qemu-nbd -f qcow2 --discard=unmap (its default cache=writeback" \
        "and aio=threads), both -e 4;" \
        "punchcache (plugin) and punchcached: cache=$(( pc_cache / MIB ))M, block ${pc_block_size:-64K}${pc_params[*]:+, ${pc_params[*]}}," \
+       "writeback=on (their default; dirty= and dirty-expire= their defaults unless given above)$(
+         ! has punchcache-wt "${servers[@]}" && ! has punchcached-wt "${servers[@]}" ||
+           printf ', and the same with writeback=off (the -wt columns)')," \ \
        "direct_io $(for s in "${pcs[@]}"; do printf '%s=%s ' "$s" "${direct_io[$s]:-n/a}"; done)(punchcached" \
        "with its default event loop threads, one per CPU); work directory on $fs_type." \
        "Load average before: $load_before, after: $load_after;" \
@@ -896,11 +1063,16 @@ report=$dir/report.md
     table_row rss_cell c "peak RSS, c (fresh export)" "${servers[@]}"
   echo
   echo "n/a: the workload does not apply to that server; —: not run."
+  # Each front-end against the peers and its own writeback=off (the gain
+  # of write-back); punchcached against the plugin too.
+  pc_peers=("${peers[@]}")
+  ! has punchcache-wt "${servers[@]}" || pc_peers+=(punchcache-wt)
   pcd_peers=("${peers[@]}")
   ! has punchcache "${servers[@]}" || pcd_peers+=(punchcache)
+  ! has punchcached-wt "${servers[@]}" || pcd_peers+=(punchcached-wt)
   ratios=no
-  if has punchcache "${servers[@]}" && (( ${#peers[@]} > 0 )); then
-    ratio_table punchcache pc_ratio "${peers[@]}"; ratios=yes
+  if has punchcache "${servers[@]}" && (( ${#pc_peers[@]} > 0 )); then
+    ratio_table punchcache pc_ratio "${pc_peers[@]}"; ratios=yes
   fi
   if has punchcached "${servers[@]}" && (( ${#pcd_peers[@]} > 0 )); then
     ratio_table punchcached pcd_ratio "${pcd_peers[@]}"; ratios=yes
@@ -939,6 +1111,13 @@ report=$dir/report.md
       echo "| Reads under disjoint punches (g, $how): kept share ≥ nbdkit file's | — | not run |"
     fi
   done
+  i_mib=$(( i_bytes / MIB )); i_spec=""
+  (( i_bytes == 1 << 30 )) || i_spec=" (SPEC: 1 GiB; here --size)"
+  for s in punchcache punchcached; do
+    v=$(cell i.ratio "$s"); [[ $v != [0-9]* ]] || v+="×"
+    t "FLUSH after a burst of $i_mib MiB of 4K random writes (i): ${label[$s]} ≤ 1.2× the device's O_DIRECT sequential write of $i_mib MiB$i_spec" \
+      "$v" "<" 1.2001
+  done
   if [ -n "${final_stats[punchcache]:-}" ]; then
     meta=$(pcstat "${final_stats[punchcache]}" pool.metadata_ram)
     used=$(pcstat "${final_stats[punchcache]}" pool.used)
@@ -954,8 +1133,46 @@ report=$dir/report.md
   echo "### Per workload: median, min, max over $reps repetition(s)"
   for row in "${rows[@]}"; do
     w=${row%%.*}
-    case "$row" in g.alone|g.with|g.withmax|g.keptmax) continue ;; esac  # in g.kept's table
+    case "$row" in g.alone|g.with|g.withmax|g.keptmax|i.burst|i.ratio) continue ;; esac  # in g.kept's, i.flush's tables
     echo
+    if [ "$row" = i.flush ]; then
+      read -r dmed dlo dhi < <(summarize "$device_vals" %.3f)
+      echo "#### i. FLUSH after a burst of $i_mib MiB of 4K random writes into a fresh export"
+      echo
+      echo "Device reference (the same run, once per repetition): dd of" \
+           "$i_mib MiB, bs=1M, oflag=direct conv=fsync, into a file of the" \
+           "work directory: median $dmed s (min $dlo, max $dhi), $(awk \
+             -v b="$i_mib" -v t="$dmed" 'BEGIN { printf "%.0f", b / t }') MiB/s." \
+           "FLUSH ÷ device: per repetition, against that repetition's device" \
+           "time.  Gap: seconds from the end of the burst (fio's report" \
+           "written) to the FLUSH, per repetition (the FLUSH goes on a" \
+           "connection opened before the burst): write-back that ran" \
+           "in it is not in the FLUSH time.  Dirty before the FLUSH /" \
+           "written back since: punchcache's and punchcached's own" \
+           "statistics, per repetition: writeback.dirty_bytes in their last" \
+           "statistics before the FLUSH (rewritten every 100 ms in i: -D" \
+           "punchcache.stats_interval_ms=100, so up to ~0.1 s before the" \
+           "end of the burst), and the growth of writeback.bytes_written from" \
+           "then to the server's exit (whole cache pages: a 4K write dirties" \
+           "its page; a page written back during the burst and dirtied again" \
+           "counts twice); n/a for the peers (the page cache's dirty pages" \
+           "are not per file)."
+      echo
+      echo "| server | burst (IOPS) | FLUSH (s) | FLUSH ÷ device | gap (s) | dirty before the FLUSH / written back since (MiB) |"
+      echo "|---|--:|--:|--:|---|---|"
+      for s in "${servers[@]}"; do
+        has "$s" ${eligible[i]} || { echo "| ${label[$s]} | n/a | | | | |"; continue; }
+        [ -n "${med["i.flush|$s"]:-}" ] || { echo "| ${label[$s]} | — | | | | |"; continue; }
+        printf '| %s | %s | %.2f (%.2f–%.2f) | %.2f× (%.2f–%.2f) |%s |%s |\n' "${label[$s]}" \
+          "$(commas "${med["i.burst|$s"]}")" \
+          "${med["i.flush|$s"]}" "${lo["i.flush|$s"]}" "${hi["i.flush|$s"]}" \
+          "${med["i.ratio|$s"]}" "${lo["i.ratio|$s"]}" "${hi["i.ratio|$s"]}" \
+          "${extra["i.flush|$s"]:-}" "${extra["i.dirty|$s"]:- n/a}"
+      done
+      echo
+      echo "n/a: ${na_why[i]}."
+      continue
+    fi
     if [ "$row" = g.kept ]; then
       echo "#### g. reads (job 1) while job 2 writes and punches a disjoint range (IOPS)"
       echo
@@ -1041,6 +1258,19 @@ report=$dir/report.md
   echo "- c: a new export and a new server process per repetition and" \
        "server; $c_units writes of 4K, one per 64 KiB unit, in a" \
        "fixed shuffled order, until done or ${runtime} s; IOPS = writes / time."
+  if has i "${workloads[@]}"; then
+    echo "- i: a new export of $i_mib MiB and a new server process per" \
+         "repetition and server, as in c; fio writes every 4K block of it" \
+         "once, in random order (QD32 × 2, each connection its half), and" \
+         "sends no flush; as soon as fio has exited, a connection that nbdsh" \
+         "opened before the burst sends one FLUSH (timed alone).  punchcache and punchcached with writeback=on hold the" \
+         "burst as dirty pages (dirty= default: half of cache=, here" \
+         "$(( pc_cache / 2 / MIB )) MiB) and write it back at the FLUSH;" \
+         "nbdkit file, the cache filter and qemu-nbd default cache hold it" \
+         "in the page cache (fdatasync at the FLUSH); qemu-nbd cache=none" \
+         "and the writeback=off servers wrote it through, and their FLUSH" \
+         "syncs metadata and the disk's cache only."
+  fi
   echo "- d and e.write start settled: the files of the file peers and of" \
        "qemu-nbd default cache are written" \
        "back and dropped from the page cache before every run, as for b," \
@@ -1109,6 +1339,7 @@ report=$dir/report.md
     done
     echo
   done
+  [ -z "$device_vals" ] || echo "- i.device (s):$device_vals"
 } >"$report"
 
 for s in "${servers[@]}"; do
