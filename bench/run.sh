@@ -169,8 +169,8 @@ DESCRIPTION
     ((max - min) / median) and both ratios per server; setup notes; the
     raw value of every run.  Progress goes to standard error.
 
-    Every server must survive every run: after each fio run the script
-    checks that the server's process still runs and answers an NBD
+    Every server must survive every run: after each fio run (in i,
+    after the FLUSH that follows it) the script checks that the server's process still runs and answers an NBD
     handshake, and otherwise stops with an error naming the server, the
     run, its exit status or signal and the end of its log (nbdkit before
     1.33.10 aborts, "Assertion 'sock >= 0' failed", when a client hangs
