@@ -170,11 +170,12 @@ DESCRIPTION
     raw value of every run.  Progress goes to standard error.
 
     Every server must survive every run: after each fio run (in i,
-    after the FLUSH that follows it) the script checks that the server's process still runs and answers an NBD
-    handshake, and otherwise stops with an error naming the server, the
-    run, its exit status or signal and the end of its log (nbdkit before
-    1.33.10 aborts, "Assertion 'sock >= 0' failed", when a client hangs
-    up with requests queued; fio ends its runs without doing that).
+    after the FLUSH that follows it) the script checks that the
+    server's process still runs and answers an NBD handshake, and
+    otherwise stops with an error naming the server, the run, its exit
+    status or signal and the end of its log (nbdkit before 1.33.10
+    aborts, "Assertion 'sock >= 0' failed", when a client hangs up
+    with requests queued; fio ends its runs without doing that).
 
     The default run takes about 26 minutes on 2 cores (15:38 for
     latest.md, before punchcached and qemu-default were added; i adds
