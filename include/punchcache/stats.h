@@ -62,6 +62,10 @@ struct pc_stats {
   struct pc_cache_stats cache;      /* all zero when the cache is off */
   struct pc_rangelock_stats lock;   /* invalidate locks, summed over volumes */
   struct pc_stats_volume *volumes;  /* pool.nvolumes, in slot order */
+  /* A file's front-end sections (pc_stats_writer_set_section: punchcached's
+   * "server"), kept as read -- objects under keys this reader does not
+   * know -- and written back out by pc_stats_to_json; NULL if none. */
+  struct json_object *sections;
 };
 
 /* Snapshot a live pool. */
