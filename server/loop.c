@@ -191,8 +191,10 @@ pcd_loops_stop (void)
     pthread_mutex_unlock (&loops[i].mutex);
     ev_async_send (loops[i].ev, &loops[i].wake);
   }
-  for (i = 0; i < nloops; i++) {
+  for (i = 0; i < nloops; i++)
     pthread_join (loops[i].thread, NULL);
+  pcd_stats_push ();                    /* the final figures, every loop */
+  for (i = 0; i < nloops; i++) {
     ev_loop_destroy (loops[i].ev);
     pthread_mutex_destroy (&loops[i].mutex);
   }

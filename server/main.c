@@ -517,8 +517,7 @@ main (int argc, char *argv[])
   }
   if (unix_path)
     unlink (unix_path);
-  pcd_loops_stop ();
-  pcd_stats_push ();                    /* the final figures */
+  pcd_loops_stop ();                    /* pushes the final figures */
   pc_core_destroy (pcd_config.core);
   if (pc_params_close_pool (pcd_config.pool) < 0) {
     pcd_log ("closing the pool: %s", pc_last_error ());

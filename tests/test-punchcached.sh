@@ -16,6 +16,8 @@
 #    (pool writes slowed with -D punchcache.race_delay_us): every write the
 #    client saw acknowledged reads back after a restart, and the exit
 #    status is 0.
+# punchcached's own features: always that front-end (start_punchcache below).
+PC_FRONTEND=punchcached
 source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 requires python3 -c 'import socket, os'

@@ -64,6 +64,10 @@ struct pc_stats {
   struct pc_wb_stats writeback;     /* all zero with writeback off (and in
                                      * files of servers before write-back) */
   struct pc_stats_volume *volumes;  /* pool.nvolumes, in slot order */
+  /* A file's front-end sections (pc_stats_writer_set_section: punchcached's
+   * "server"), kept as read -- objects under keys this reader does not
+   * know -- and written back out by pc_stats_to_json; NULL if none. */
+  struct json_object *sections;
 };
 
 /* Snapshot a live pool. */

@@ -57,6 +57,7 @@ pc_stats_free (struct pc_stats *st)
   free (st->direct_io_note);
   free (st->io_uring_note);
   free (st->volumes);
+  if (st->sections) json_object_put (st->sections);
   memset (st, 0, sizeof *st);
 }
 
@@ -225,6 +226,10 @@ pc_stats_to_object (const struct pc_stats *st, int *err)
   pc_json_set (root, "volumes", volumes_json (st, err), err);
   pc_json_set (root, "invalidate_lock", lock_json (&st->lock, err), err);
   pc_json_set (root, "writeback", wb_json (&st->writeback, err), err);
+  if (st->sections) {
+    json_object_object_foreach (st->sections, key, val)
+      pc_json_set (root, key, json_object_get (val), err);
+  }
   return root;
 }
 
@@ -587,6 +592,33 @@ read_volumes (const struct node *vols, struct pc_stats *st)
   return r;
 }
 
+/* Top-level keys this reader knows; any other key holding an object is a
+ * front-end's section, carried through as it is (it was parsed, depth-
+ * and size-bounded, by json-c; nothing here interprets it).  Other
+ * unknown keys are ignored, as before (fields of later versions). */
+static const char *const known_keys[] = {
+  "version", "time", "uptime_ms", "pool", "cache", "volumes",
+  "invalidate_lock", "writeback", NULL,
+};
+
+static int
+keep_sections (const struct node *root, struct pc_stats *st)
+{
+  json_object_object_foreach (root->obj, key, val) {
+    unsigned i;
+    for (i = 0; known_keys[i] && strcmp (key, known_keys[i]) != 0; i++) ;
+    if (known_keys[i]) continue;
+    if (!json_object_is_type (val, json_type_object))
+      continue;
+    if (st->sections == NULL &&
+        (st->sections = json_object_new_object ()) == NULL)
+      return pc_error (ENOMEM, "out of memory");
+    if (json_object_object_add (st->sections, key, json_object_get (val)) < 0)
+      return pc_error (ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
 static int
 read_doc (const struct node *root, struct pc_stats *st)
 {
@@ -618,7 +650,7 @@ read_doc (const struct node *root, struct pc_stats *st)
                        NFIELDS (wb_fields))) < 0)
       return r;
   }
-  return 0;
+  return keep_sections (root, st);
 }
 
 /* Takes over obj (a parse result r). */

@@ -66,7 +66,7 @@ static struct {
 /* The keys the snapshot itself writes (pc_stats_to_object). */
 static const char *const reserved[] = {
   "version", "time", "uptime_ms", "pool", "cache", "volumes",
-  "invalidate_lock",
+  "invalidate_lock", "writeback",
 };
 
 static bool
