@@ -54,6 +54,7 @@ struct op { uint64_t block, seq, start, end; int kind; };
 static const char *sock, *statefile;
 static unsigned nconns = 4, blocks_per_conn = 32, seconds = 10;
 static uint64_t tick, next_seq = 1;
+static unsigned nrunning;             /* load threads still running */
 static struct op *ops;
 static uint64_t nops;
 static uint64_t *base;                /* [block * SPB + sector] */
@@ -158,6 +159,7 @@ load_main (void *arg)
   }
   if (h) nbd_close (h);               /* server gone: just drop it */
   free (buf);
+  __atomic_sub_fetch (&nrunning, 1, __ATOMIC_SEQ_CST);
   return NULL;
 }
 
@@ -183,10 +185,13 @@ cmd_load (void)
   unsigned i;
   time_t t0 = time (NULL);
 
+  nrunning = nconns;
   for (i = 0; i < nconns; i++)
     pthread_create (&th[i], NULL, load_main, (void *) (uintptr_t) i);
-  /* Threads stop when the server dies; bound the run anyway. */
-  while (!stop && time (NULL) - t0 < seconds)
+  /* Threads stop when the server dies (then the load ends at once, not
+   * after the full run time); bound the run anyway. */
+  while (!stop && __atomic_load_n (&nrunning, __ATOMIC_SEQ_CST) > 0 &&
+         time (NULL) - t0 < seconds)
     usleep (50000);
   stop = true;
   for (i = 0; i < nconns; i++)

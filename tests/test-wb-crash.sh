@@ -9,5 +9,4 @@
 # be foreign or garbage, and `punchcache check` must be clean.
 CRASH_PARAMS="cache=16M dirty=4M dirty-expire=1"
 CRASH_BLOCKS=512
-CRASH_ROUNDS=${CRASH_ROUNDS:-10}
 source "${top_srcdir:?run through make check}/tests/test-crash.sh"
