@@ -54,14 +54,10 @@ echo "== 1. 128 MiB of 4K random writes through cache=8M: every byte right"
 run 0 || fail "data lost or damaged through a small write-back cache"
 
 echo "== 2. dirty pages evicted unwritten (debug switch): verification must fail"
-# Until the core implements the switch (it is parsed, but lib/cache.c
-# never looks at it) the run loses nothing: say so and skip rather than
-# pass, so the missing proof of teeth stays visible.  Shown by hand with a
-# mutation of alloc_entry (evict the dirty tail before a clean victim):
-# run 1 failed on both front-ends, fio "bad magic header 0" at once.
+# The switch makes eviction drop the oldest dirty page before any clean
+# one (lib/cache/cache.c evict_dirty_debug): the nbdkit cache filter's bug.
 if run 1; then
-    skip "part 1 passed, but -D punchcache.unsafe_evict_dirty=1 lost no" \
-         "data: the switch is not implemented (or this test cannot see a" \
-         "dirty page dropped), so its teeth are unproven"
+    fail "-D punchcache.unsafe_evict_dirty=1 lost no data: this test cannot" \
+         "see a dirty page dropped"
 fi
 echo "write-back eviction test: OK (lost pages caught only when dirty pages may be evicted)"

@@ -389,8 +389,8 @@ evict_one_lru (struct pc_cache *c, struct shard *s)
   return true;
 }
 
-/* Debug (unsafe_evict_dirty, the I12 test): drop the oldest dirty page
- * as if it were clean -- nbdkit's cache filter's bug, which C6 forbids. */
+/* Debug (unsafe_evict_dirty, the I12 test): drop the oldest dirty page,
+ * before any clean one -- nbdkit's cache filter's bug, which C6 forbids. */
 static bool
 evict_dirty_debug (struct pc_cache *c, struct shard *s)
 {
@@ -405,10 +405,9 @@ alloc_entry (struct pc_cache *c, struct shard *s)
 {
   uint32_t idx;
 
-  if (s->free_head == NIL &&
+  if (s->free_head == NIL && !evict_dirty_debug (c, s) &&
       !(c->policy == PC_CACHE_LRU ? evict_one_lru (c, s)
-                                  : evict_one_s3fifo (c, s)) &&
-      !evict_dirty_debug (c, s))
+                                  : evict_one_s3fifo (c, s)))
     return NIL;
   idx = s->free_head;
   s->free_head = c->entries[idx].next;

@@ -74,8 +74,8 @@
 
 #include "store-internal.h"
 
-#define PASS_PAGES 4096u          /* pages collected per pass (16 MiB) */
-#define WINDOW_BLOCKS 32u         /* blocks locked and written per batch */
+#define PASS_PAGES 16384u         /* pages collected per pass (64 MiB) */
+#define WINDOW_BLOCKS 64u         /* blocks locked and written per batch */
 /* Writes of one window: a block's dirty pages make at most one run per
  * two pages (runs are separated by clean pages). */
 #define WINDOW_OPS (WINDOW_BLOCKS * (PC_MAX_BLOCK_SIZE / PC_CACHE_PAGE / 2 + 1))
@@ -278,30 +278,6 @@ page_set (const struct wb_block *b, unsigned p)
   return b->pagemask[p / 32] & (1u << (p % 32));
 }
 
-/* Queue the block's writes: the whole block if it is new (the zero page
- * around the dirty pages), else each run of dirty pages in place; iovecs
- * point at the cache's pages, no copy. */
-static unsigned
-queue_ops (struct pc_pool *pool, struct wb_block *b, struct iovec *iov,
-           struct pc_io_op *op, unsigned *niov)
-{
-  unsigned ppb = pages_per_block (pool), p, q, n = 0;
-
-  for (p = 0; p < ppb; p = q) {
-    if (!b->alloc && !page_set (b, p)) { q = p + 1; continue; }
-    op[n] = (struct pc_io_op) {
-      .iov = &iov[*niov], .iovcnt = 0, .write = true,
-      .off = pc_data_offset (pool, b->pb) + (uint64_t) p * PC_CACHE_PAGE };
-    for (q = p; q < ppb && (b->alloc || page_set (b, q)); q++) {
-      iov[(*niov)++] = (struct iovec) {
-        page_set (b, q) ? b->page[q] : zero_page, PC_CACHE_PAGE };
-      op[n].iovcnt++;
-    }
-    n++;
-  }
-  return n;
-}
-
 /* Allocation lock taken: find or allocate the block's target. */
 static int
 prepare_block (struct pc_pool *pool, struct pc_vol_state *v,
@@ -361,8 +337,53 @@ finish_block (struct pc_pool *pool, struct pc_vol_state *v, unsigned slot,
 struct wb_arrays {
   struct iovec *iov;            /* WINDOW_BLOCKS * pages per block */
   struct pc_io_op *op, *real;   /* as many (one op per run at most) */
-  unsigned *owner, *map;
+  unsigned *owner, *owner_last, *map;  /* op k: blocks owner..owner_last */
 };
+
+/* Queue pages [p, q) of block bi (the zero page where a new block has no
+ * dirty page), iovecs pointing at the cache's pages, no copy.  A run that
+ * continues the previous op on the device is appended to it: blocks
+ * allocated one after another are usually adjacent (lowest free first),
+ * so the kernel gets a few large writes instead of one per block (perf:
+ * the O_DIRECT submission path was 80% of a FLUSH's CPU with 64 KiB
+ * writes). */
+static void
+queue_run (struct pc_pool *pool, struct wb_block *b, unsigned bi, unsigned p,
+           unsigned q, struct wb_arrays *a, unsigned *nops, unsigned *niov)
+{
+  uint64_t off = pc_data_offset (pool, b->pb) + (uint64_t) p * PC_CACHE_PAGE;
+  struct pc_io_op *last = *nops ? &a->op[*nops - 1] : NULL;
+
+  if (last == NULL ||
+      last->off + (uint64_t) last->iovcnt * PC_CACHE_PAGE != off ||
+      last->iovcnt + (q - p) > PC_IO_MAX_IOV) {
+    last = &a->op[(*nops)++];
+    *last = (struct pc_io_op) { .iov = &a->iov[*niov], .iovcnt = 0,
+                                .write = true, .off = off };
+    a->owner[*nops - 1] = bi;
+  }
+  a->owner_last[*nops - 1] = bi;
+  for (; p < q; p++) {
+    a->iov[(*niov)++] = (struct iovec) {
+      page_set (b, p) ? b->page[p] : zero_page, PC_CACHE_PAGE };
+    last->iovcnt++;
+  }
+}
+
+/* The block's writes: all of it if it is new, else each run of dirty
+ * pages in place. */
+static void
+queue_block (struct pc_pool *pool, struct wb_block *b, unsigned bi,
+             struct wb_arrays *a, unsigned *nops, unsigned *niov)
+{
+  unsigned ppb = pages_per_block (pool), p, q;
+
+  for (p = 0; p < ppb; p = q) {
+    if (!b->alloc && !page_set (b, p)) { q = p + 1; continue; }
+    for (q = p; q < ppb && (b->alloc || page_set (b, q)); q++) ;
+    queue_run (pool, b, bi, p, q, a, nops, niov);
+  }
+}
 
 /* Issue the window's writes as one batch (minus injected failures). */
 static void
@@ -419,19 +440,17 @@ write_window (struct pc_pool *pool, unsigned slot, struct wb_block *blocks,
       b->copied = take_pages (pool, b, keys, false);   /* W1 */
     if (!b->copied) continue;                   /* all punched */
     if ((b->result = prepare_block (pool, v, b)) < 0) continue;
-    unsigned n0 = nops;
-    nops += queue_ops (pool, b, a->iov, &a->op[nops], &niov);
-    for (k = n0; k < nops; k++) a->owner[k] = i;
+    queue_block (pool, b, i, a, &nops, &niov);
   }
   issue (pool, a, nops);
   for (k = 0; k < nops; k++) {
-    struct wb_block *b = &blocks[a->owner[k]];
-    if (a->op[k].result < 0 && b->result == 0)
-      b->result = a->op[k].result;
-    else if (a->op[k].result >= 0)
+    if (a->op[k].result >= 0)
       __atomic_add_fetch (&pool->wb->bytes_written,
                           (uint64_t) a->op[k].iovcnt * PC_CACHE_PAGE,
                           __ATOMIC_RELAXED);
+    for (i = a->owner[k]; i <= a->owner_last[k]; i++)
+      if (a->op[k].result < 0 && blocks[i].result == 0)
+        blocks[i].result = a->op[k].result;
   }
   for (i = 0; i < nb; i++) {
     struct wb_block *b = &blocks[i];
@@ -469,6 +488,7 @@ pass (struct pc_pool *pool, uint64_t upto, unsigned *collected)
     .iov = malloc (nio * sizeof *a.iov), .op = malloc (nio * sizeof *a.op),
     .real = malloc (nio * sizeof *a.real),
     .owner = malloc (nio * sizeof *a.owner),
+    .owner_last = malloc (nio * sizeof *a.owner_last),
     .map = malloc (nio * sizeof *a.map),
   };
   unsigned n = 0, i = 0, nb, j;
@@ -476,7 +496,7 @@ pass (struct pc_pool *pool, uint64_t upto, unsigned *collected)
 
   *collected = 0;
   if (keys == NULL || blocks == NULL || !a.iov || !a.op || !a.real ||
-      !a.owner || !a.map) {
+      !a.owner || !a.owner_last || !a.map) {
     r = pc_error (ENOMEM, "write-back: out of memory");
     goto out;
   }
@@ -499,7 +519,8 @@ pass (struct pc_pool *pool, uint64_t upto, unsigned *collected)
     if (r2 < 0 && r == 0) r = r2;
   }
  out:
-  free (a.iov); free (a.op); free (a.real); free (a.owner); free (a.map);
+  free (a.iov); free (a.op); free (a.real); free (a.owner);
+  free (a.owner_last); free (a.map);
   free (blocks);
   free (keys);
   return r;
