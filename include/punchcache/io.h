@@ -84,6 +84,11 @@ struct pc_io_op {
  * and wait for all: on return no op is in flight, whatever the result.
  * Returns 0 if all transferred fully, else the first op's -errno. */
 int pc_io_data_batch (struct pc_io *io, struct pc_io_op *ops, unsigned n);
+/* Create this thread's ring now rather than at its first batch: for
+ * threads that live as long as the pool (the core's workers, write-back),
+ * so their file descriptors exist from the start (a leak check that
+ * counts fds then sees no growth that is not one). */
+void pc_io_thread_prepare (const struct pc_io *io);
 
 /* Choose the batch backend: AUTO uses io_uring if this kernel lets us
  * create a ring (else *why says why not), URING fails (-errno) if it

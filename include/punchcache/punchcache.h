@@ -164,6 +164,9 @@ void pc_volume_close (struct pc_volume *vol);
 uint64_t pc_volume_size (const struct pc_volume *vol);
 uint32_t pc_volume_block_size (const struct pc_volume *vol);
 struct pc_pool *pc_volume_pool (const struct pc_volume *vol);
+/* For a thread that will do the pool's I/O for the pool's whole life
+ * (the core's workers): set up its per-thread I/O resources now. */
+void pc_pool_thread_prepare (struct pc_pool *pool);
 int pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info);
 
 /* ---- I/O (offsets and counts in bytes, any alignment) ---- */

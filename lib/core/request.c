@@ -162,6 +162,7 @@ worker_main (void *arg)
   struct pc_core *core = arg;
   struct pc_req *req;
 
+  pc_pool_thread_prepare (core->pool);
   pthread_mutex_lock (&core->queue_mutex);
   for (;;) {
     while (core->head == NULL && !core->stop)

@@ -122,6 +122,13 @@ thread_ring (void)
   return tr->ok ? tr : NULL;
 }
 
+void
+pc_io_thread_prepare (const struct pc_io *io)
+{
+  if (io->uring)
+    thread_ring ();
+}
+
 int
 pc_io_probe_uring (const char **why)
 {

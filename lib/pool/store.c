@@ -1333,6 +1333,12 @@ pc_volume_block_size (const struct pc_volume *vol)
   return vol->pool->block_size;
 }
 
+void
+pc_pool_thread_prepare (struct pc_pool *pool)
+{
+  pc_io_thread_prepare (&pool->io);
+}
+
 struct pc_pool *
 pc_volume_pool (const struct pc_volume *vol)
 {

@@ -546,6 +546,7 @@ wb_thread (void *arg)
   struct pc_writeback *wb = arg;
   struct pc_pool *pool = wb->pool;
 
+  pc_io_thread_prepare (&pool->io);
   pthread_mutex_lock (&wb->mutex);
   while (!wb->stop) {
     struct timespec ts;
