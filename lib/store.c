@@ -551,6 +551,10 @@ lock_pool (struct pc_pool *pool, bool readonly)
 {
   if (flock (pool->io.fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
     return 0;
+  if (errno == EWOULDBLOCK && readonly && pool->opts.live_view) {
+    pool->live = true;                /* pc_pool_open repeats the load */
+    return 0;
+  }
   if (errno == EWOULDBLOCK)
     return pc_error (EBUSY, "pool %s is in use by another process (it holds "
                      "the pool's lock); stop that process first", pool->path);
@@ -941,9 +945,9 @@ pc_store_free (struct pc_pool *pool)
   free (pool);
 }
 
-int
-pc_pool_open (const char *path, const struct pc_pool_options *opts,
-              struct pc_pool **out)
+static int
+open_once (const char *path, const struct pc_pool_options *opts,
+           struct pc_pool **out, bool *live)
 {
   struct pc_pool *pool = calloc (1, sizeof *pool);
   int r;
@@ -977,6 +981,7 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
     snprintf (why, sizeof why, "%s", pc_last_error ());
     r = pc_error (r, "stats=%s cannot be written: %s", pool->stats_path, why);
   }
+  *live = pool->live;
   if (r < 0) {
     char msg[512];
     snprintf (msg, sizeof msg, "%s", pc_last_error ());
@@ -985,6 +990,62 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   }
   *out = pool;
   return 0;
+}
+
+/* Live views: how many loads, and the pause between two. */
+#define LIVE_VIEW_TRIES 20
+#define LIVE_VIEW_PAUSE_NS (50 * 1000 * 1000)
+
+/* A digest of every metadata page as loaded (journal replayed). */
+static uint32_t
+meta_digest (const struct pc_pool *pool)
+{
+  uint32_t crc = 0;
+  uint64_t p;
+
+  for (p = 0; p < pool->sb.meta_pages; p++)
+    if (pool->pages[p]) {
+      crc = pc_crc32c (crc, &p, sizeof p);
+      crc = pc_crc32c (crc, pool->pages[p], PC_PAGE_SIZE);
+    }
+  return crc;
+}
+
+int
+pc_pool_open (const char *path, const struct pc_pool_options *opts,
+              struct pc_pool **out)
+{
+  struct timespec pause = { 0, LIVE_VIEW_PAUSE_NS };
+  struct pc_pool *prev = NULL, *cur;
+  uint32_t prev_digest = 0, digest;
+  bool live = false;
+  int r = 0, tries;
+
+  if (opts == NULL || !opts->readonly || !opts->live_view)
+    return open_once (path, opts, out, &live);
+  for (tries = 0; tries < LIVE_VIEW_TRIES; tries++) {
+    if (tries > 0) nanosleep (&pause, NULL);
+    r = open_once (path, opts, &cur, &live);
+    if (r == -EUCLEAN && live)
+      continue;                        /* read while a commit wrote: again */
+    if (r < 0)
+      break;
+    digest = meta_digest (cur);
+    if (!cur->live || (prev && digest == prev_digest)) {
+      pc_pool_close (prev);
+      *out = cur;
+      return 0;
+    }
+    pc_pool_close (prev);
+    prev = cur;
+    prev_digest = digest;
+  }
+  pc_pool_close (prev);
+  if (r < 0 && !(r == -EUCLEAN && live))
+    return r;
+  return pc_error (EAGAIN, "pool %s is in use by another process and its "
+                   "metadata changed on each of %d reads; try again", path,
+                   LIVE_VIEW_TRIES);
 }
 
 int
@@ -1022,6 +1083,7 @@ pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info)
   memset (info, 0, sizeof *info);
   pc_alloc_get_stats (pool->alloc, &st);
   info->block_size = pool->block_size;
+  info->live = pool->live;
   info->nblocks = pool->sb.nblocks;
   info->capacity = pool->sb.nblocks << pool->block_shift;
   /* Prepared blocks are taken from the allocator but hold no data: they
