@@ -10,6 +10,9 @@ PACKAGES=(
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin nbdfuse python3-libnbd
   liburing-dev libev-dev libcmocka-dev
   qemu-utils fio e2fsprogs fuse3 util-linux procps valgrind jq
+  # the guest tests (tests/vm/build-kit.sh also runs apt-get download of
+  # the kernel linux-image-amd64 points at)
+  qemu-system-x86 busybox-static nbd-client kmod
 )
 
 install=yes

@@ -10,13 +10,17 @@
 # it in no time under TCG) with nbd-client, mke2fs/e2fsck, fstrim, fio,
 # their shared libraries and dynamic loader (from ldd), and pcvm-relay.
 #
-# Cache: ${PC_VM_CACHE:-/var/cache/punchcache-vm}/KEY, KEY a hash of this
+# Cache: ${PC_VM_CACHE:-/var/cache/punchcache-vm}/KEY (~/.cache/punchcache-vm
+# if that cannot be made), KEY a hash of this
 # script, init, pcvm-relay.c and the kernel version, so a changed kit
 # rebuilds.  Concurrent callers serialise on a lock file.  Exit 77 (with
 # the reason on stderr) when a tool the kit needs is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PC_VM_CACHE:-/var/cache/punchcache-vm}
+if [ -z "${PC_VM_CACHE:-}" ] && ! mkdir -p "$cache" 2>/dev/null; then
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/punchcache-vm   # not root
+fi
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 skip () { echo "build-kit: $*" >&2; exit 77; }

@@ -37,8 +37,18 @@ vm_print () {
     tail -n 30 "$tmp/nbdkit.log" >&2 2>/dev/null || :
 }
 
-# vm_fail NAME MESSAGE
-vm_fail () { vm_print "$1"; fail "$2"; }
+# vm_kill: stop the guest now.  Register it (cleanup_fn vm_kill) after
+# starting a server while a guest runs: cleanups run last-registered
+# first, and a server that the guest's ports are connected to does not
+# stop gracefully while they are.
+vm_kill () {
+    [ -n "${vm_pid:-}" ] || return 0
+    kill "$vm_pid" 2>/dev/null || :
+    wait "$vm_pid" 2>/dev/null || :
+}
+
+# vm_fail NAME MESSAGE: show the logs, stop the guest, fail.
+vm_fail () { vm_print "$1"; vm_kill; fail "$2"; }
 
 # vm_start NAME SCRIPT SMP [qemu args...]: boot the guest NAME running
 # tests/vm/SCRIPT; $tmp/NAME.env (if any) is its /pcvm/env, and
@@ -126,6 +136,31 @@ vm_finish () {
 
 # vm_lines PATTERN: the console lines "PCVM: PATTERN..." without the prefix.
 vm_lines () { sed -n "s/^PCVM: \\($1\\)/\\1/p" "$tmp/$vm_name.console" | tr -d '\r'; }
+
+# The guest's ext4 cycle seen from the pool (info on the live pool), at
+# the guest's checkpoints "empty", "full" and "trimmed":
+# space_empty POOL: right after the guest synced an empty ext4 (a FLUSH
+#   returned, so it is committed).  Sets space_empty.
+space_empty () {
+    space_empty=$(pool_used "$1")
+    [ "$space_empty" -ge $((8 << 20)) ] ||
+        vm_fail "$vm_name" "pool used $space_empty bytes after the guest synced an empty ext4 (its journal alone is 16 MiB)"
+}
+# space_full POOL BYTES: the guest synced BYTES of files.  Sets space_full.
+space_full () {
+    local want=$((space_empty + $2 * 9 / 10))
+    space_full=$(pool_used "$1")
+    [ "$space_full" -ge "$want" ] ||
+        vm_fail "$vm_name" "pool used $space_full bytes with the files synced, want >= $want (empty fs: $space_empty)"
+}
+# space_trimmed POOL: the files were deleted and fstrim ran: back to the
+# empty filesystem within 4 MiB (trims commit within a commit interval).
+space_trimmed () {
+    local want=$((space_empty + (4 << 20)))
+    space_trimmed=$(wait_pool_used "$1" -le "$want") ||
+        vm_fail "$vm_name" "pool used $space_trimmed bytes after rm + fstrim, want <= $want (empty fs: $space_empty, with files: $space_full)"
+    echo "pool used: empty ext4 $space_empty, with files $space_full, after rm + fstrim $space_trimmed"
+}
 
 # pool_used POOL: bytes in use, from `punchcache info --json` (works on a
 # live pool: the figures as of the server's last commit).

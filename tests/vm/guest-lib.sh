@@ -39,13 +39,13 @@ limits () {
 
 # nbd_attach PORT...: /dev/nbd0 with one connection per virtio-serial
 # port named (pcvm-relay on 127.0.0.1:10809 bridges each to its port).
-# Retries: a port whose server has just started may still be connecting.
+# nbd-client retries until the relay listens (it waits for the ports).
 nbd_attach () {
     local try
-    pcvm-relay 10809 "$@" &
+    pcvm-relay 30 10809 "$@" &     # listens once every port is connected
     relay_pid=$!
-    sleep 0.2
-    for try in 1 2 3 4 5 6 7 8 9 10; do
+    for try in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+        kill -0 "$relay_pid" || gfail "pcvm-relay $* failed"
         if nbd-client 127.0.0.1 10809 /dev/nbd0 -N default -C $# -t 60; then
             say "nbd0 attached with $# connections: $* (try $try)"
             return 0
@@ -84,6 +84,31 @@ write_files () {
 verify_files () {
     (cd "$1" && sha256sum -c "$2") || gfail "files in $1 read back wrong"
     say "verified $(wc -l < "$2") files in $1"
+}
+
+# fill_fs DEV: a new ext4 on DEV, mounted with discard (ckpt empty), then
+# $FILES files of $MIB MiB written and synced (ckpt full); unmounted.
+fill_fs () {
+    make_fs "$1"
+    mount -o discard "$1" /mnt || gfail "mount $1"
+    sync
+    ckpt empty
+    write_files /mnt "$FILES" "$MIB"
+    sync
+    ckpt full
+    umount /mnt || gfail "umount"
+}
+
+# verify_and_trim DEV: mount DEV (with discard) on /mnt, check the files
+# of /tmp/sums, delete them, fstrim, and tell the host (ckpt trimmed).
+verify_and_trim () {
+    mount -o discard "$1" /mnt || gfail "mount $1"
+    verify_files /mnt /tmp/sums
+    rm -f /mnt/f*
+    sync
+    fstrim -v /mnt || gfail "fstrim"
+    sync
+    ckpt trimmed
 }
 
 # make_fs DEV: ext4 with everything initialised now (no lazy init, so the

@@ -20,25 +20,12 @@ grep -E "WRITE:|READ:" /tmp/fio.out
 relay_counts
 ckpt fio-done          # the host reads the relay's byte counts
 
-make_fs /dev/nbd0
-mount -o discard /dev/nbd0 /mnt || gfail "mount /dev/nbd0"
-sync
-ckpt empty
-write_files /mnt "$FILES" "$MIB"
-sync
-ckpt full
-umount /mnt || gfail "umount"
+fill_fs /dev/nbd0
 nbd_detach
 ckpt restart           # the host restarts the server
 
 nbd_attach nbd2 nbd3
-mount -o discard /dev/nbd0 /mnt || gfail "mount /dev/nbd0 after the restart"
-verify_files /mnt /tmp/sums
-rm -f /mnt/f*
-sync
-fstrim -v /mnt || gfail "fstrim"
-sync
-ckpt trimmed
+verify_and_trim /dev/nbd0
 umount /mnt || gfail "umount"
 fsck_clean /dev/nbd0
 nbd_detach

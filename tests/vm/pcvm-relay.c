@@ -16,10 +16,24 @@
  * Structure: the parent accepts; each connection is served by a child
  * process that owns one port while it runs (the parent keeps the port busy
  * until it reaps the child).  When either side ends (EOF or error), the
- * child closes both, prints one line
+ * child closes the connection, prints one line
  *   pcvm-relay: NAME: N bytes to host, M bytes from host
  * on stderr (the console) and exits.  SIGUSR1 to the parent makes every
- * child print the same line, ending in " so far", and go on.  A connection that finds every port
+ * child print the same line, ending in " so far", and go on.
+ *
+ * The relay opens every port once and keeps it open (children inherit the
+ * descriptors): the guest driver discards what a port has received when
+ * it is closed, and qemu sends nothing while the guest has it closed, so
+ * a port must never be closed between the server's greeting and the
+ * client reading it.
+ *
+ * Before it listens, the relay waits (up to WAIT seconds) until the host
+ * side of every port is connected (poll on a port says POLLHUP while it is
+ * not): a port whose chardev is still connecting to a server that has just
+ * started would give nbd-client an EOF mid-handshake, and a retry would
+ * then meet the server half-way through the first attempt's negotiation.
+ *
+ * usage: pcvm-relay WAIT PORT NAME...  A connection that finds every port
  * busy is closed at once.  Built static by tests/vm/build-kit.sh; guest
  * only, never linked into punchcache.
  */
@@ -63,6 +77,7 @@ print_counts (const char *name, uint64_t to_host, uint64_t from_host,
 struct port {
   const char *name;
   char dev[300];
+  int fd;                       /* open for the relay's whole life */
   pid_t child;                  /* 0 when free */
 };
 
@@ -96,6 +111,29 @@ find_port (const char *name, char *dev, size_t len)
   return found;
 }
 
+/* Open port P and wait until its host end is connected. */
+static int
+open_port (struct port *p, int secs)
+{
+  int ms;
+
+  p->fd = open (p->dev, O_RDWR | O_CLOEXEC);
+  if (p->fd < 0) {
+    fprintf (stderr, "pcvm-relay: %s: %s: %m\n", p->name, p->dev);
+    return -1;
+  }
+  for (ms = 0; ms < secs * 1000; ms += 100) {
+    struct pollfd pfd = { p->fd, POLLOUT, 0 };
+
+    if (poll (&pfd, 1, 0) >= 0 && !(pfd.revents & POLLHUP))
+      return 0;
+    usleep (100 * 1000);
+  }
+  fprintf (stderr, "pcvm-relay: %s: the host side did not connect within "
+           "%d s\n", p->name, secs);
+  return -1;
+}
+
 static int
 write_all (int fd, const char *p, size_t n)
 {
@@ -115,12 +153,8 @@ serve (int sock, struct port *p)
 {
   static char buf[256 * 1024];
   uint64_t to_host = 0, from_host = 0;
-  int dev = open (p->dev, O_RDWR | O_CLOEXEC);
+  int dev = p->fd;
 
-  if (dev < 0) {
-    fprintf (stderr, "pcvm-relay: %s: %s: %m\n", p->name, p->dev);
-    _exit (1);
-  }
   for (;;) {
     struct pollfd fds[2] = { { sock, POLLIN, 0 }, { dev, POLLIN, 0 } };
     ssize_t r;
@@ -153,21 +187,23 @@ main (int argc, char **argv)
 {
   struct port ports[MAX_PORTS];
   struct sockaddr_in addr;
-  int nports = argc - 2, lsock, one = 1, i;
+  int nports = argc - 3, lsock, one = 1, i;
 
-  if (argc < 3 || nports > MAX_PORTS) {
-    fprintf (stderr, "usage: pcvm-relay PORT NAME... (at most %d names)\n",
-             MAX_PORTS);
+  if (argc < 4 || nports > MAX_PORTS) {
+    fprintf (stderr, "usage: pcvm-relay WAIT PORT NAME... (at most %d "
+             "names)\n", MAX_PORTS);
     return 2;
   }
   for (i = 0; i < nports; i++) {
-    ports[i].name = argv[i + 2];
+    ports[i].name = argv[i + 3];
     ports[i].child = 0;
     if (find_port (ports[i].name, ports[i].dev, sizeof ports[i].dev) < 0) {
       fprintf (stderr, "pcvm-relay: no virtio-serial port named %s\n",
                ports[i].name);
       return 1;
     }
+    if (open_port (&ports[i], atoi (argv[1])) < 0)
+      return 1;
   }
   struct sigaction sa;
 
@@ -180,7 +216,7 @@ main (int argc, char **argv)
   setsockopt (lsock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   memset (&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
-  addr.sin_port = htons ((uint16_t) atoi (argv[1]));
+  addr.sin_port = htons ((uint16_t) atoi (argv[2]));
   addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
   if (bind (lsock, (struct sockaddr *) &addr, sizeof addr) < 0 ||
       listen (lsock, MAX_PORTS) < 0) {
