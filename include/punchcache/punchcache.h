@@ -75,9 +75,11 @@ int pc_pool_create (const char *path, uint64_t capacity, uint32_t block_size);
  * another process holds without any lock (as lvs or thin_ls read a live
  * pool): the server may commit while the metadata is read, so the load is
  * repeated until two consecutive loads read identical metadata pages (a
- * torn read fails its checksums and is retried too), and gives up with
- * -EAGAIN after a few tries.  The view is the pool as of the server's last
- * commit; pc_pool_info.live says it is one. */
+ * torn read fails its checksums and is retried too).  The view is the pool
+ * as of the server's last commit; pc_pool_info.live says it is one.  A
+ * server that commits all the time may never give two identical loads: the
+ * view is then the last load that passed every check (each page as of one
+ * of the commits made meanwhile); -EAGAIN only if no load did. */
 int pc_pool_open (const char *path, const struct pc_pool_options *opts,
                   struct pc_pool **out);
 
