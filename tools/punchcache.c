@@ -14,11 +14,12 @@
  *
  * The pool lock: info, volume list and check open the pool read-only
  * (a shared advisory lock); create and volume add/rm/resize take it
- * exclusively.  A running server holds it exclusively, so every command
- * fails with the store's "in use by another process" message while one
- * runs; info and volume list then add a hint to `stats`, which reads only
- * the statistics file the server writes (stats=FILE) and so works while it
- * runs.
+ * exclusively.  A running server holds it exclusively: the commands that
+ * change the pool and check then fail with the store's "in use by another
+ * process" message, while info and volume list open a live view (no lock:
+ * the metadata as of the server's last commit, as lvs or thin_ls show a
+ * live pool) and say so.  `stats` reads only the statistics file a server
+ * writes (stats=FILE): its cache and connection figures, live.
  */
 #include <config.h>
 
@@ -77,14 +78,15 @@ static const struct command commands[] = {
     "Show block size, capacity, used and free space (bytes, blocks, % used),\n"
     "metadata and journal pages, the metadata RAM a server needs, the uuid,\n"
     "and each volume's name, size and allocated bytes.  Opens the pool\n"
-    "read-only.\n"
+    "read-only; a pool a running server holds is shown as of the server's\n"
+    "last commit (a live view, no lock taken).\n"
     "  --json             print one JSON object instead\n", run_info },
   { "stats", "FILE [--json]", 1, "json",
     "Show the statistics a running server writes to FILE when started with\n"
     "stats=FILE (every 2 s, and once as it exits): pool space, the block\n"
     "cache's hit rate and counters, invalidate-lock waits, each volume's\n"
     "size, allocation, connections and lock waits, and the file's age.\n"
-    "Reads only FILE, so it works while the server runs (info does not).\n"
+    "Reads only FILE, so it works while the server runs.\n"
     "Exit status 1 if FILE is missing, unreadable or not a valid statistics\n"
     "file.\n"
     "  --json             check FILE and print it again in the server's\n"
@@ -123,8 +125,9 @@ static const char help_tail[] =
   "Sizes take the suffixes K, M, G, T, P, E (powers of 1024).\n"
   "Exit status: 0 success, 1 failure (check: damage found), 2 usage error\n"
   "(check: the pool could not be checked).\n"
-  "Stop the server first: a pool in use by nbdkit is locked (`stats` reads\n"
-  "a running server's figures from its stats= file instead).\n";
+  "Stop the server first to change or check a pool: a pool in use by a\n"
+  "server is locked (info and volume list still show it, as of the\n"
+  "server's last commit; `stats` reads its stats= file).\n";
 
 static void
 print_help (void)
@@ -224,21 +227,18 @@ format_uuid (const uint8_t *u, char out[37])
 /* ---------------------------------------------------------------------- */
 /* Opening pools. */
 
-/* Read-only opens are views (info, volume list): when a server holds the
- * pool, its figures are in its statistics file, if it writes one. */
+/* Read-only opens are views (info, volume list): a pool a server holds
+ * opens as a live view of its committed metadata. */
 static int
 open_pool (const struct command *cmd, const char *path, bool readonly,
            struct pc_pool **pool)
 {
-  struct pc_pool_options opts = { .readonly = readonly };
+  struct pc_pool_options opts = { .readonly = readonly,
+                                  .live_view = readonly };
   int r = pc_pool_open (path, &opts, pool);
 
   if (r < 0)
     failed (cmd);
-  if (r == -EBUSY && readonly)
-    fprintf (stderr, "punchcache: %s: hint: for a running server's live "
-             "figures, read its statistics file (stats=FILE) with "
-             "'punchcache stats FILE'\n", cmd->name);
   return r < 0 ? EXIT_FAILURE : 0;
 }
 
@@ -341,6 +341,9 @@ print_info_human (const char *path, const struct pc_pool_info *in)
   printf ("metadata RAM:  %" PRIu64 " bytes (%s)\n", in->metadata_ram,
           human (in->metadata_ram, h, sizeof h));
   printf ("volumes:       %u\n", in->nvolumes);
+  if (in->live)
+    printf ("in use:        by a running server: figures as of its last "
+            "commit\n");
 }
 
 /* The pool's figures as a JSON object, "volumes" to be added. */
@@ -366,6 +369,7 @@ info_json (const char *path, const struct pc_pool_info *in, int *err)
   pc_json_set_u64 (o, "meta_pages", in->meta_pages, err);
   pc_json_set_u64 (o, "journal_pages", in->journal_pages, err);
   pc_json_set_u64 (o, "metadata_ram", in->metadata_ram, err);
+  pc_json_set_bool (o, "live", in->live, err);
   pc_json_set_u64 (o, "nvolumes", in->nvolumes, err);
   return o;
 }

@@ -38,6 +38,10 @@ int64_t pc_parse_size (const char *str);
 /* ---- pools ---- */
 struct pc_pool_options {
   bool readonly;
+  bool live_view;                 /* with readonly: if another process (a
+                                   * running server) holds the pool's lock,
+                                   * open anyway, without the lock, as a view
+                                   * of its committed metadata */
   uint64_t cache_bytes;           /* block cache budget; 0 = no cache */
   int direct_io;                  /* enum pc_io_direct: 0 auto, 1 on, 2 off */
   int io_backend;                 /* enum pc_io_backend: 0 auto, 1 uring,
@@ -81,7 +85,17 @@ int pc_pool_create (const char *path, uint64_t capacity, uint32_t block_size);
 /* Open an existing pool: takes an exclusive advisory lock (-EBUSY with a
  * clear message if another process holds it), validates the superblock,
  * replays the journal, loads the metadata, and reclaims blocks left
- * unreachable by an interrupted volume removal or shrink. */
+ * unreachable by an interrupted volume removal or shrink.
+ *
+ * readonly takes a shared lock instead.  readonly + live_view opens a pool
+ * another process holds without any lock (as lvs or thin_ls read a live
+ * pool): the server may commit while the metadata is read, so the load is
+ * repeated until two consecutive loads read identical metadata pages (a
+ * torn read fails its checksums and is retried too).  The view is the pool
+ * as of the server's last commit; pc_pool_info.live says it is one.  A
+ * server that commits all the time may never give two identical loads: the
+ * view is then the last load that passed every check (each page as of one
+ * of the commits made meanwhile); -EAGAIN only if no load did. */
 int pc_pool_open (const char *path, const struct pc_pool_options *opts,
                   struct pc_pool **out);
 
@@ -110,6 +124,7 @@ struct pc_pool_info {
   uint64_t prepared_blocks;  /* free blocks zeroed ahead (counted free) */
   unsigned nvolumes;
   uint8_t uuid[16];
+  bool live;                 /* a live view: another process holds the pool */
 };
 int pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info);
 

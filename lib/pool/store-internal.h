@@ -62,6 +62,7 @@ struct pc_pool {
   uint32_t block_size;
   unsigned block_shift;
   bool readonly;
+  bool live;                    /* opened without the lock: a live view */
 
   pthread_mutex_t vol_mutex;    /* volume table changes, open counts */
   struct pc_vol_state vols[PC_MAX_VOLUMES];

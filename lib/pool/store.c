@@ -557,6 +557,10 @@ lock_pool (struct pc_pool *pool, bool readonly)
 {
   if (flock (pool->io.fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
     return 0;
+  if (errno == EWOULDBLOCK && readonly && pool->opts.live_view) {
+    pool->live = true;                /* pc_pool_open repeats the load */
+    return 0;
+  }
   if (errno == EWOULDBLOCK)
     return pc_error (EBUSY, "pool %s is in use by another process (it holds "
                      "the pool's lock); stop that process first", pool->path);
@@ -980,9 +984,11 @@ setup_writeback (struct pc_pool *pool)
   return pc_wb_create (pool);
 }
 
-int
-pc_pool_open (const char *path, const struct pc_pool_options *opts,
-              struct pc_pool **out)
+/* One load of the pool; *live says the pool was found in use by a server
+ * (a live view, see pc_pool_open). */
+static int
+open_once (const char *path, const struct pc_pool_options *opts,
+           struct pc_pool **out, bool *live)
 {
   struct pc_pool *pool = calloc (1, sizeof *pool);
   int r;
@@ -1006,6 +1012,7 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
                   "(minimum %u)", pool->opts.cache_bytes, 2 * PC_CACHE_PAGE);
   if (r == 0 && pool->opts.writeback && pool->cache && !pool->readonly)
     r = setup_writeback (pool);
+  *live = pool->live;
   if (r < 0) {
     char msg[512];
     snprintf (msg, sizeof msg, "%s", pc_last_error ());
@@ -1014,6 +1021,67 @@ pc_pool_open (const char *path, const struct pc_pool_options *opts,
   }
   *out = pool;
   return 0;
+}
+
+/* Live views: how many loads, and the pause between two. */
+#define LIVE_VIEW_TRIES 20
+#define LIVE_VIEW_PAUSE_NS (10 * 1000 * 1000)
+
+/* A digest of every metadata page as loaded (journal replayed). */
+static uint32_t
+meta_digest (const struct pc_pool *pool)
+{
+  uint32_t crc = 0;
+  uint64_t p;
+
+  for (p = 0; p < pool->sb.meta_pages; p++)
+    if (pool->pages[p]) {
+      crc = pc_crc32c (crc, &p, sizeof p);
+      crc = pc_crc32c (crc, pool->pages[p], PC_PAGE_SIZE);
+    }
+  return crc;
+}
+
+int
+pc_pool_open (const char *path, const struct pc_pool_options *opts,
+              struct pc_pool **out)
+{
+  struct timespec pause = { 0, LIVE_VIEW_PAUSE_NS };
+  struct pc_pool *prev = NULL, *cur;
+  uint32_t prev_digest = 0, digest;
+  bool live = false;
+  int r = 0, tries;
+
+  if (opts == NULL || !opts->readonly || !opts->live_view)
+    return open_once (path, opts, out, &live);
+  for (tries = 0; tries < LIVE_VIEW_TRIES; tries++) {
+    if (tries > 0) nanosleep (&pause, NULL);
+    r = open_once (path, opts, &cur, &live);
+    if (r == -EUCLEAN && live)
+      continue;                        /* read while a commit wrote: again */
+    if (r < 0)
+      break;
+    digest = meta_digest (cur);
+    if (!cur->live || (prev && digest == prev_digest)) {
+      pc_pool_close (prev);
+      *out = cur;
+      return 0;
+    }
+    pc_pool_close (prev);
+    prev = cur;
+    prev_digest = digest;
+  }
+  /* Commits all the time: the last load that passed every check (each
+   * page as of one of the commits made while it was read) is the view. */
+  if (prev) {
+    *out = prev;
+    return 0;
+  }
+  if (r < 0 && !(r == -EUCLEAN && live))
+    return r;
+  return pc_error (EAGAIN, "pool %s is in use by another process and every "
+                   "one of %d reads of its metadata met a commit half-way; "
+                   "try again", path, LIVE_VIEW_TRIES);
 }
 
 int
@@ -1052,6 +1120,7 @@ pc_pool_get_info (struct pc_pool *pool, struct pc_pool_info *info)
   memset (info, 0, sizeof *info);
   pc_alloc_get_stats (pool->alloc, &st);
   info->block_size = pool->block_size;
+  info->live = pool->live;
   info->nblocks = pool->sb.nblocks;
   info->capacity = pool->sb.nblocks << pool->block_shift;
   /* Prepared blocks are taken from the allocator but hold no data: they
