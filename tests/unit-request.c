@@ -319,6 +319,77 @@ test_trylock_fair (void **state)
   assert_int_equal (r2.buf[0], 0);             /* after the trim: zeros */
 }
 
+/* With write-back, writes into the cache complete inline; a FUA write, a
+ * partial write of a page only the pool holds, and a write at the dirty
+ * limit are parked.  Whatever path, the data reads back. */
+static void
+test_write_fast_path (void **state)
+{
+  struct ctx *c = *state;
+  struct pc_pool_options opts = { .cache_bytes = 1 << 20, .writeback = true };
+  struct treq t;
+
+  open_pool (c, &opts);
+  prepare (&t, c, PC_OP_WRITE, 0, 2 * BS);              /* whole pages */
+  memset (t.buf, 'a', 2 * BS);
+  pc_core_submit (c->core, &t.req);
+  assert_int_equal (t.done_calls, 1);
+  assert_true (t.req.completed_inline);
+  assert_int_equal (t.req.result, 0);
+
+  prepare (&t, c, PC_OP_WRITE, 100, 10);                /* cached page */
+  memset (t.buf, 'b', 10);
+  pc_core_submit (c->core, &t.req);
+  assert_int_equal (t.done_calls, 1);
+  assert_true (t.req.completed_inline);
+
+  prepare (&t, c, PC_OP_WRITE, 4 * BS, BS);
+  t.req.flags = PC_FUA;                                 /* durable: waits */
+  pc_core_submit (c->core, &t.req);
+  wait_done (&t);
+  assert_false (t.req.completed_inline);
+  assert_int_equal (t.req.result, 0);
+
+  prepare (&t, c, PC_OP_READ, 0, 2 * BS);
+  assert_int_equal (pc_core_run (c->core, &t.req), 0);
+  assert_memory_equal (t.buf, (char[100]) { [0 ... 99] = 'a' }, 100);
+  assert_memory_equal (t.buf + 100, "bbbbbbbbbb", 10);
+  assert_memory_equal (t.buf + 110, (char[100]) { [0 ... 99] = 'a' }, 100);
+  close_pool (c);
+
+  /* After a restart (the close wrote everything back), the pages are in
+   * the pool only: a partial write of one must read it, so it is parked. */
+  open_pool (c, &opts);
+  prepare (&t, c, PC_OP_WRITE, 200, 10);
+  memset (t.buf, 'c', 10);
+  pc_core_submit (c->core, &t.req);
+  wait_done (&t);
+  assert_false (t.req.completed_inline);
+  prepare (&t, c, PC_OP_READ, 190, 30);
+  assert_int_equal (pc_core_run (c->core, &t.req), 0);
+  assert_memory_equal (t.buf, "aaaaaaaaaacccccccccca", 21);
+}
+
+static void
+test_trylock_exclusive (void **state)
+{
+  struct pc_rangelock *l;
+  struct pc_range_token a, b;
+
+  (void) state;
+  assert_int_equal (pc_rangelock_create (&l), 0);
+  assert_int_equal (pc_rangelock_trylock_exclusive (l, &a, 10, 1), 0);
+  assert_int_equal (pc_rangelock_trylock_exclusive (l, &b, 10, 1), -EAGAIN);
+  assert_int_equal (pc_rangelock_trylock_shared (l, &b, 10, 1), -EAGAIN);
+  assert_int_equal (pc_rangelock_trylock_exclusive (l, &b, 11, 1), 0);
+  pc_rangelock_unlock (&b);
+  pc_rangelock_unlock (&a);
+  assert_int_equal (pc_rangelock_trylock_exclusive (l, &a, 10, 1), 0);
+  pc_rangelock_unlock (&a);
+  assert_int_equal (pc_rangelock_verify (l), 0);
+  pc_rangelock_destroy (l);
+}
+
 static int
 collect (struct pc_req *req, uint64_t off, uint64_t len, bool hole)
 {
@@ -371,6 +442,8 @@ main (void)
     cmocka_unit_test_setup_teardown (test_trylock_fair, setup, teardown),
     cmocka_unit_test_setup_teardown (test_extents_and_flush, setup,
                                      teardown),
+    cmocka_unit_test_setup_teardown (test_write_fast_path, setup, teardown),
+    cmocka_unit_test (test_trylock_exclusive),
   };
   return cmocka_run_group_tests_name ("request", tests, NULL, NULL);
 }

@@ -196,6 +196,12 @@ int pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset);
  * lock held across I/O and never does pool I/O (SPEC I13). */
 int pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
                     uint64_t offset);
+/* pc_write if it can complete without waiting (write-back on, no FUA, below
+ * the dirty limit, locks free at once, whole or cached pages): -EAGAIN
+ * otherwise (call pc_write; pages it wrote are written again, same bytes).
+ * Never sleeps on a lock held across I/O and never does pool I/O (I13). */
+int pc_write_nowait (struct pc_volume *vol, const void *buf, uint64_t count,
+                     uint64_t offset, unsigned flags);
 int pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
               uint64_t offset, unsigned flags);
 /* Punch: reads return zeros afterwards; whole blocks are freed, partial

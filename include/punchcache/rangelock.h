@@ -70,6 +70,9 @@ int pc_rangelock_lock_exclusive (struct pc_rangelock *lock,
 int pc_rangelock_trylock_shared (struct pc_rangelock *lock,
                                  struct pc_range_token *tok,
                                  uint64_t first, uint64_t count);
+int pc_rangelock_trylock_exclusive (struct pc_rangelock *lock,
+                                    struct pc_range_token *tok,
+                                    uint64_t first, uint64_t count);
 void pc_rangelock_unlock (struct pc_range_token *tok);
 
 void pc_rangelock_get_stats (struct pc_rangelock *lock,

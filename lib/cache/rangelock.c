@@ -427,20 +427,19 @@ pc_rangelock_lock_exclusive (struct pc_rangelock *l,
   return lock_range (l, tok, first, count, true);
 }
 
-int
-pc_rangelock_trylock_shared (struct pc_rangelock *l,
-                             struct pc_range_token *tok,
-                             uint64_t first, uint64_t count)
+static int
+trylock_range (struct pc_rangelock *l, struct pc_range_token *tok,
+               uint64_t first, uint64_t count, bool exclusive)
 {
   unsigned i;
   int r;
 
   *tok = (struct pc_range_token) {
-    .lock = l, .first = first, .count = count, .exclusive = false,
+    .lock = l, .first = first, .count = count, .exclusive = exclusive,
   };
   if (count == 0 || first + count < first)
     return -EINVAL;
-  if ((r = split (tok, first, count, false)) < 0) {
+  if ((r = split (tok, first, count, exclusive)) < 0) {
     tok->segs = NULL;
     return r;
   }
@@ -450,8 +449,24 @@ pc_rangelock_trylock_shared (struct pc_rangelock *l,
       pc_rangelock_unlock (tok);
       return -EAGAIN;
     }
-  count_acquisition (l, false, 0);
+  count_acquisition (l, exclusive, 0);
   return 0;
+}
+
+int
+pc_rangelock_trylock_shared (struct pc_rangelock *l,
+                             struct pc_range_token *tok,
+                             uint64_t first, uint64_t count)
+{
+  return trylock_range (l, tok, first, count, false);
+}
+
+int
+pc_rangelock_trylock_exclusive (struct pc_rangelock *l,
+                                struct pc_range_token *tok,
+                                uint64_t first, uint64_t count)
+{
+  return trylock_range (l, tok, first, count, true);
 }
 
 void

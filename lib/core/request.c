@@ -25,11 +25,12 @@
  *                 result + error sentence in the request ──► done()
  *
  * The fast path is what never waits: a read whose bytes are all holes or
- * cached pages, under a try-lock of the invalidate lock (pc_read_nowait),
- * and requests that fail validation.  Everything else -- a cache miss, a
- * write (written through to the pool today), a punch (exclusive range
- * lock), a flush (a commit), an extents query -- waits for something and
- * is parked.  The fast path still takes a cache shard mutex and a range
+ * cached pages, under a try-lock of the invalidate lock (pc_read_nowait);
+ * with write-back, a write whose pages all go into the cache without
+ * waiting (pc_write_nowait); and requests that fail validation.
+ * Everything else -- a cache miss, a write-through write, a write at the
+ * dirty limit or with FUA, a punch (exclusive range lock), a flush (a
+ * commit), an extents query -- waits for something and is parked.  The fast path still takes a cache shard mutex and a range
  * lock shard mutex for a few list operations: those are never held across
  * I/O or a wait (lib/LOCKING), so they bound the time, unlike a lock that
  * a punch holds while it commits.
@@ -145,9 +146,13 @@ try_now (struct pc_req *req)
     finish (req, pc_error (EINVAL, "malformed request"));
     return 1;
   }
-  if (req->op != PC_OP_READ)
+  if (req->op == PC_OP_READ)
+    r = pc_read_nowait (req->vol, req->buf, req->count, req->offset);
+  else if (req->op == PC_OP_WRITE)
+    r = pc_write_nowait (req->vol, req->buf, req->count, req->offset,
+                         req->flags & PC_FUA);
+  else
     return 0;
-  r = pc_read_nowait (req->vol, req->buf, req->count, req->offset);
   if (r == -EAGAIN)
     return 0;
   finish (req, r);

@@ -966,6 +966,89 @@ wb_write (struct pc_volume *vol, const void *buf, uint64_t count,
   return r;
 }
 
+/* ---- writes without waiting (the asynchronous core's fast path) ---- */
+
+/* The block is mapped or reserved, or gets a reservation now -- only with
+ * locks that are free at once (-EAGAIN otherwise). */
+static int
+reserve_block_nowait (struct pc_volume *vol, uint64_t lblock)
+{
+  struct pc_vol_state *v = vstate (vol);
+  struct pc_range_token tok;
+  int r = 0;
+
+  if (pc_blockmap_get (v->map, lblock) != PC_NO_BLOCK ||
+      pc_blockmap_get (v->resv, lblock) != PC_NO_BLOCK)
+    return 0;
+  if (pc_rangelock_trylock_exclusive (v->alloc_lock, &tok, lblock, 1) < 0)
+    return -EAGAIN;
+  if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
+      pc_blockmap_get (v->resv, lblock) == PC_NO_BLOCK) {
+    r = pc_wb_try_reserve (vol->pool);
+    if (r == -ENOSPC)
+      r = pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use or "
+                    "reserved for data not yet written back)",
+                    vol->pool->path, vol->pool->sb.nblocks);
+    else if (r == 0 && (r = pc_blockmap_set (v->resv, lblock, 1)) < 0)
+      pc_wb_unreserve (vol->pool);
+  }
+  pc_rangelock_unlock (&tok);
+  return r;
+}
+
+static int
+wb_piece_nowait (struct pc_volume *vol, const struct piece *pc, void *arg)
+{
+  struct wb_write *ww = arg;
+  uint32_t lo = pc->off, end = pc->off + pc->len;
+  uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
+  int r;
+
+  if ((r = reserve_block_nowait (vol, pc->lblock)) < 0)
+    return r;
+  for (; lo < end; p++) {
+    uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
+    if (hi > end) hi = end;
+    /* -ENOENT (a partial page not cached: its bytes are in the pool),
+     * -EAGAIN (a fill), -ENOSPC (no clean page): all wait, elsewhere. */
+    if (pc_cache_write (vol->pool->cache, page_key (vol, pc->lblock, p),
+                        ww->buf + pc->pos + (lo - pc->off),
+                        lo & (PC_CACHE_PAGE - 1), hi - lo, NULL,
+                        ww->seq) < 0)
+      return -EAGAIN;
+    lo = hi;
+  }
+  return 0;
+}
+
+/* A write-back write that needs nothing but the cache completes on the
+ * caller's thread: no FUA, under the dirty limit, the invalidate lock and
+ * (to reserve a block) the allocation lock free at once, every page whole
+ * or cached.  -EAGAIN otherwise; pages already written by then are written
+ * again, with the same bytes, by pc_write. */
+int
+pc_write_nowait (struct pc_volume *vol, const void *buf, uint64_t count,
+                 uint64_t offset, unsigned flags)
+{
+  struct pc_pool *pool = vol->pool;
+  struct wb_write ww = { .buf = buf };
+  struct pc_range_token tok;
+  uint64_t first, n;
+  int r;
+
+  if ((r = check_writable (vol)) < 0) return r;
+  if ((r = check_range (vol, count, offset)) < 0) return r;
+  if ((flags & PC_FUA) || pc_wb_over_limit (pool, page_count (count, offset)))
+    return -EAGAIN;
+  block_span (vol, count, offset, &first, &n);
+  if (pc_rangelock_trylock_shared (vstate (vol)->inval, &tok, first, n) < 0)
+    return -EAGAIN;
+  ww.seq = pc_wb_next_seq (pool);
+  r = for_each_piece (vol, count, offset, wb_piece_nowait, &ww);
+  pc_rangelock_unlock (&tok);
+  return r;
+}
+
 int
 pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
           uint64_t offset, unsigned flags)

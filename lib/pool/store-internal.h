@@ -140,6 +140,8 @@ int pc_wb_flush (struct pc_pool *pool);       /* W5 */
 int pc_wb_throttle (struct pc_pool *pool, uint64_t new_pages);
 int pc_wb_make_room (struct pc_pool *pool);
 int pc_wb_reserve (struct pc_pool *pool);     /* 0 or -ENOSPC */
+int pc_wb_try_reserve (struct pc_pool *pool); /* never waits */
+bool pc_wb_over_limit (struct pc_pool *pool, uint64_t new_pages);
 void pc_wb_unreserve (struct pc_pool *pool);
 int pc_wb_take_reserved (struct pc_pool *pool, uint64_t *pb, bool *clean);
 void pc_wb_return_block (struct pc_pool *pool, uint64_t pb);

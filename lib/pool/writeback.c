@@ -153,6 +153,28 @@ pc_wb_reserve (struct pc_pool *pool)
   }
 }
 
+/* pc_wb_reserve for callers that must not wait: one look, -EAGAIN where
+ * pc_wb_reserve would look again, -ENOSPC where it would refuse. */
+int
+pc_wb_try_reserve (struct pc_pool *pool)
+{
+  bool ok;
+
+  pthread_mutex_lock (&pool->resv_mutex);
+  ok = pool->reserved < available_blocks (pool) ||
+    pool->opts.unsafe_no_reservations;
+  if (ok) pool->reserved++;
+  pthread_mutex_unlock (&pool->resv_mutex);
+  return ok ? 0 : in_flight (pool) ? -EAGAIN : -ENOSPC;
+}
+
+bool
+pc_wb_over_limit (struct pc_pool *pool, uint64_t new_pages)
+{
+  return pool->wb == NULL ||
+    pc_cache_dirty_pages (pool->cache) + new_pages > pool->dirty_limit;
+}
+
 /* Turn one reservation of the caller's into a block (W4). */
 int
 pc_wb_take_reserved (struct pc_pool *pool, uint64_t *pb, bool *clean)
