@@ -40,7 +40,13 @@ _run_cleanup () {
     done
     exit $rc
 }
-trap _run_cleanup EXIT INT TERM
+# A test stopped by a signal (make's timeout, ^C) fails: in a signal trap
+# $? is the last command's status, so running the cleanup there could exit
+# 0 and turn a killed test into a pass.  Exit with the signal's status;
+# the EXIT trap cleans up.
+trap _run_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # A private scratch directory, removed at exit.
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pctest.XXXXXX")
