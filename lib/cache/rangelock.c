@@ -389,12 +389,12 @@ count_acquisition (struct pc_rangelock *l, bool exclusive, uint64_t ns)
                              memory_order_relaxed);
 }
 
+/* Fill tok for [first, first+count) and split it into its segments;
+ * nothing is acquired.  On error the token is left empty. */
 static int
-lock_range (struct pc_rangelock *l, struct pc_range_token *tok,
+token_init (struct pc_rangelock *l, struct pc_range_token *tok,
             uint64_t first, uint64_t count, bool exclusive)
 {
-  uint64_t ns = 0;
-  unsigned i;
   int r;
 
   *tok = (struct pc_range_token) {
@@ -406,6 +406,19 @@ lock_range (struct pc_rangelock *l, struct pc_range_token *tok,
     tok->segs = NULL;
     return r;
   }
+  return 0;
+}
+
+static int
+lock_range (struct pc_rangelock *l, struct pc_range_token *tok,
+            uint64_t first, uint64_t count, bool exclusive)
+{
+  uint64_t ns = 0;
+  unsigned i;
+  int r;
+
+  if ((r = token_init (l, tok, first, count, exclusive)) < 0)
+    return r;
   for (i = 0; i < tok->nsegs; i++)           /* RL3: ascending order */
     ns += acquire_segment (l, &tok->segs[i]);
   count_acquisition (l, exclusive, ns);
@@ -434,15 +447,8 @@ trylock_range (struct pc_rangelock *l, struct pc_range_token *tok,
   unsigned i;
   int r;
 
-  *tok = (struct pc_range_token) {
-    .lock = l, .first = first, .count = count, .exclusive = exclusive,
-  };
-  if (count == 0 || first + count < first)
-    return -EINVAL;
-  if ((r = split (tok, first, count, exclusive)) < 0) {
-    tok->segs = NULL;
+  if ((r = token_init (l, tok, first, count, exclusive)) < 0)
     return r;
-  }
   for (i = 0; i < tok->nsegs; i++)           /* RL3: ascending order */
     if (!try_acquire_segment (l, &tok->segs[i])) {
       tok->nsegs = i;                        /* give back what we got */

@@ -865,26 +865,33 @@ page_base (struct pc_volume *vol, uint64_t lblock, uint32_t p, char *base)
 }
 
 /* The block must be mapped or reserved before its pages turn dirty (W4):
- * reserve it under its allocation lock, so two writes reserve once. */
+ * reserve it under its allocation lock, so two writes reserve once.
+ * nowait (the fast path): only with the lock free at once and one look at
+ * the count; -EAGAIN where the blocking form would wait. */
 static int
-reserve_block (struct pc_volume *vol, uint64_t lblock)
+reserve_block (struct pc_volume *vol, uint64_t lblock, bool nowait)
 {
   struct pc_vol_state *v = vstate (vol);
   struct pc_range_token tok;
-  int r = 0;
+  int r;
 
   if (pc_blockmap_get (v->map, lblock) != PC_NO_BLOCK ||
       pc_blockmap_get (v->resv, lblock) != PC_NO_BLOCK)
     return 0;
-  if ((r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok, lblock, 1)) < 0)
-    return pc_error (r, "allocation lock: %s", strerror (-r));
+  r = nowait ? pc_rangelock_trylock_exclusive (v->alloc_lock, &tok, lblock, 1)
+             : pc_rangelock_lock_exclusive (v->alloc_lock, &tok, lblock, 1);
+  if (r == -EAGAIN)
+    return r;
+  if (r < 0)
+    return pc_error (-r, "allocation lock: %s", strerror (-r));
   if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
       pc_blockmap_get (v->resv, lblock) == PC_NO_BLOCK) {
-    if (pc_wb_reserve (vol->pool) < 0)
+    r = nowait ? pc_wb_try_reserve (vol->pool) : pc_wb_reserve (vol->pool);
+    if (r == -ENOSPC)
       r = pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use or "
                     "reserved for data not yet written back)",
                     vol->pool->path, vol->pool->sb.nblocks);
-    else if ((r = pc_blockmap_set (v->resv, lblock, 1)) < 0)
+    else if (r == 0 && (r = pc_blockmap_set (v->resv, lblock, 1)) < 0)
       pc_wb_unreserve (vol->pool);
   }
   pc_rangelock_unlock (&tok);
@@ -899,7 +906,7 @@ wb_write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   int r;
 
-  if ((r = reserve_block (vol, pc->lblock)) < 0)
+  if ((r = reserve_block (vol, pc->lblock, false)) < 0)
     return r;
   for (; lo < end; p++) {
     uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
@@ -968,34 +975,6 @@ wb_write (struct pc_volume *vol, const void *buf, uint64_t count,
 
 /* ---- writes without waiting (the asynchronous core's fast path) ---- */
 
-/* The block is mapped or reserved, or gets a reservation now -- only with
- * locks that are free at once (-EAGAIN otherwise). */
-static int
-reserve_block_nowait (struct pc_volume *vol, uint64_t lblock)
-{
-  struct pc_vol_state *v = vstate (vol);
-  struct pc_range_token tok;
-  int r = 0;
-
-  if (pc_blockmap_get (v->map, lblock) != PC_NO_BLOCK ||
-      pc_blockmap_get (v->resv, lblock) != PC_NO_BLOCK)
-    return 0;
-  if (pc_rangelock_trylock_exclusive (v->alloc_lock, &tok, lblock, 1) < 0)
-    return -EAGAIN;
-  if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
-      pc_blockmap_get (v->resv, lblock) == PC_NO_BLOCK) {
-    r = pc_wb_try_reserve (vol->pool);
-    if (r == -ENOSPC)
-      r = pc_error (ENOSPC, "pool %s is full (%" PRIu64 " blocks in use or "
-                    "reserved for data not yet written back)",
-                    vol->pool->path, vol->pool->sb.nblocks);
-    else if (r == 0 && (r = pc_blockmap_set (v->resv, lblock, 1)) < 0)
-      pc_wb_unreserve (vol->pool);
-  }
-  pc_rangelock_unlock (&tok);
-  return r;
-}
-
 static int
 wb_piece_nowait (struct pc_volume *vol, const struct piece *pc, void *arg)
 {
@@ -1004,7 +983,7 @@ wb_piece_nowait (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   int r;
 
-  if ((r = reserve_block_nowait (vol, pc->lblock)) < 0)
+  if ((r = reserve_block (vol, pc->lblock, true)) < 0)
     return r;
   for (; lo < end; p++) {
     uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
