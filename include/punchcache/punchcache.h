@@ -208,6 +208,7 @@ struct pc_origin_fill_stats {
   uint64_t zero_blocks;           /* filled blocks the origin had as zeros */
   uint64_t fill_ns_total, fill_ns_max;  /* origin read latency of fills */
   uint64_t local_reads;           /* reads served with no origin access */
+  uint64_t readahead_blocks;      /* blocks filled ahead of sequential reads */
   uint64_t errors;                /* fills that failed (EIO to a reader) */
 };
 /* Record uri as the origin of volume name (its size must equal

@@ -96,6 +96,9 @@ volume_section (struct pc_vol_state *v, int *err)
                    __atomic_load_n (&f->fill_ns_max, __ATOMIC_RELAXED), err);
   pc_json_set_u64 (o, "local_reads",
                    __atomic_load_n (&f->local_reads, __ATOMIC_RELAXED), err);
+  pc_json_set_u64 (o, "readahead_blocks",
+                   __atomic_load_n (&f->readahead_blocks, __ATOMIC_RELAXED),
+                   err);
   pc_json_set_u64 (o, "fill_errors",
                    __atomic_load_n (&f->errors, __ATOMIC_RELAXED), err);
   return o;

@@ -56,6 +56,8 @@ struct pc_vol_state {
   struct pc_origin *origin;
   struct pc_rangelock *wt_lock;   /* core: orders writethrough updates */
   struct pc_origin_fill_stats ostats;   /* core: atomic counters */
+  uint64_t ra_next, ra_blocks;  /* core: sequential read-ahead (racy
+                                 * hints, atomic) */
 };
 
 struct pc_volume {
