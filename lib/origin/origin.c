@@ -95,6 +95,8 @@
 #define NOPAYLOAD_PIECE (1024u * 1024 * 1024)  /* zero/trim: 32-bit lengths */
 #define EXTENTS_QUERY (1024u * 1024 * 1024)   /* one block-status command */
 #define EXTENTS_MAX 4096                     /* entries kept per command */
+#define WINDOW_PIECES 64                 /* pieces of one blocking request */
+#define ASYNC_MAX_PIECES 4096            /* pieces of an asynchronous read */
 #define MSG_SIZE 320
 #define DETAIL_SIZE 200               /* libnbd's words, inside a message */
 
@@ -164,6 +166,8 @@ struct conn {
   struct nbd_handle *h;
   struct piece *inflight;         /* doubly linked */
   unsigned n_inflight;
+  struct piece *issuing;          /* handed to libnbd right now, until its
+                                   * call returns or its callback runs */
   bool dropping;
   char drop_msg[MSG_SIZE];
 };
@@ -315,8 +319,8 @@ completion_cb (void *user_data, int *error)
   struct piece *p = user_data;
   struct conn *c = p->c;
 
-  if (p->done)
-    return 1;
+  if (c->issuing == p)            /* called from within issue () */
+    c->issuing = NULL;
   inflight_unlink (c, p);
   if (*error == 0 && p->rq->op == OP_EXTENTS && !p->rq->ext_seen) {
     /* A reply without our context: the run is data (O5); not an error. */
@@ -384,6 +388,7 @@ issue (struct conn *c, struct piece *p)
     c->inflight->prev = p;
   c->inflight = p;
   c->n_inflight++;
+  c->issuing = p;
   switch (rq->op) {
   case OP_READ:
     r = nbd_aio_pread (c->h, p->buf, p->len, p->off, cb, 0);
@@ -410,10 +415,12 @@ issue (struct conn *c, struct piece *p)
                               cb, 0);
     break;
   }
-  if (r == -1 && !p->done) {      /* not queued: the callback never runs */
+  if (r == -1 && c->issuing) {    /* not queued, and no callback ran */
+    c->issuing = NULL;
     inflight_unlink (c, p);
     piece_fail (p, -EIO, nbd_get_error ());
   }
+  c->issuing = NULL;              /* p may be freed from here on */
   return !(nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h));
 }
 
@@ -1038,14 +1045,25 @@ run_op (struct pc_origin *o, enum op op, char *buf, uint64_t count,
 
   if ((r = check_range (o, count, offset)) < 0)
     return r;
-  if (count == 0)
-    return 0;
-  rq = request_new (o, op, buf, count, offset, fua, piece, 0);
-  if (!rq)
-    return pc_error (ENOMEM, "origin %s: out of memory", o->uri);
-  r = request_run (rq);
-  request_free (rq);
-  return r;
+  /* At most WINDOW_PIECES pieces per request, the windows one after the
+   * other: a huge zero or a tiny maximum block size cannot make one
+   * request allocate without bound. */
+  while (count > 0) {
+    uint64_t n = count < piece * WINDOW_PIECES ? count : piece * WINDOW_PIECES;
+
+    rq = request_new (o, op, buf, n, offset, fua, piece, 0);
+    if (!rq)
+      return pc_error (ENOMEM, "origin %s: out of memory", o->uri);
+    r = request_run (rq);
+    request_free (rq);
+    if (r < 0)
+      return r;
+    count -= n;
+    offset += n;
+    if (buf)
+      buf += n;
+  }
+  return 0;
 }
 
 int
@@ -1183,9 +1201,10 @@ pc_origin_pread_async (struct pc_origin *o, void *buf, uint64_t count,
 
   if ((r = check_range (o, count, offset)) < 0)
     return r;
-  if (count == 0)
-    return pc_error (EINVAL, "origin %s: asynchronous read of 0 bytes",
-                     o->uri);
+  if (count == 0 || (count - 1) / o->max_request >= ASYNC_MAX_PIECES)
+    return pc_error (EINVAL, "origin %s: asynchronous read of %" PRIu64
+                     " bytes (must be 1 .. %u x %u)", o->uri, count,
+                     ASYNC_MAX_PIECES, o->max_request);
   rq = request_new (o, OP_READ, buf, count, offset, false, o->max_request, 0);
   if (!rq)
     return pc_error (ENOMEM, "origin %s: out of memory", o->uri);
