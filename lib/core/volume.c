@@ -495,9 +495,9 @@ fill_for_partial (struct pc_volume *vol, const struct piece *pc)
   return fill_run_locked (vol, pc->lblock, 1);
 }
 
-/* Reads from a pool opened read-only cannot keep what they fetch: the
- * from-origin blocks of [offset, offset+count) are read straight into buf
- * (after the pool's part was read). */
+/* Reads from a pool opened read-only, or full, cannot keep what they
+ * fetch: the from-origin blocks of [offset, offset+count) are read
+ * straight into buf (after the pool's part was read). */
 static int
 read_through (struct pc_volume *vol, char *buf, uint64_t count,
               uint64_t offset)
@@ -739,17 +739,24 @@ read_range (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
   w.npages = w.nops = w.nbounce = 0;
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0)
     return r;
+  bool through = vstate (vol)->omap && vol->pool->readonly;
   if (vstate (vol)->omap && !vol->pool->readonly) {
     uint64_t first, n;
     block_span (vol, count, offset, &first, &n);
     uint64_t ra = buf ? read_ahead (vol, first, n, &ra_tok) : 0;
     r = origin_fill (vol, first, n + ra, first + n);  /* V6 */
     if (ra) pc_rangelock_unlock (&ra_tok);
+    if (r == -ENOSPC && buf) {
+      /* A full pool cannot keep what the origin sends: read it through
+       * (what did get filled is read from the pool). */
+      through = true;
+      r = 0;
+    }
   }
   if (r == 0)
     r = for_each_piece (vol, count, offset, read_piece, &w);
   r2 = window_flush (&w, r == 0);
-  if (r == 0 && r2 == 0 && buf && vstate (vol)->omap && vol->pool->readonly)
+  if (r == 0 && r2 == 0 && buf && through)
     r2 = read_through (vol, buf, count, offset);
   pc_rangelock_unlock (&tok);
   return r < 0 ? r : r2;
