@@ -86,6 +86,7 @@
 
 #include <libnbd.h>
 
+#include "punchcache/clock.h"
 #include "punchcache/origin.h"
 #include "punchcache/punchcache.h"
 
@@ -196,14 +197,6 @@ struct pc_origin {
   struct conn conns[PC_ORIGIN_MAX_CONNECTIONS];
 };
 
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 static void
 wake (struct conn *c)
@@ -221,7 +214,7 @@ request_done (struct request *rq)
 {
   struct pc_origin *o = rq->o;
   int result = atomic_load (&rq->error);
-  uint64_t ns = now_ns () - rq->start_ns, max;
+  uint64_t ns = pc_now_ns () - rq->start_ns, max;
 
   if (result == 0) {
     switch (rq->op) {
@@ -381,7 +374,7 @@ issue (struct conn *c, struct piece *p)
   uint32_t flags = rq->fua && o->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
   int64_t r = -1;
 
-  p->deadline_ns = now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
+  p->deadline_ns = pc_now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
   p->prev = NULL;
   p->next = c->inflight;
   if (c->inflight)
@@ -437,7 +430,7 @@ conn_drop (struct conn *c, const char *why)
   if (c->up) {
     c->up = false;
     if (--o->up == 0)
-      o->down_since_ns = now_ns ();
+      o->down_since_ns = pc_now_ns ();
   }
   snprintf (o->last_err, sizeof o->last_err, "%s", why);
   queued = c->q_head;
@@ -528,7 +521,7 @@ conn_serve (struct conn *c)
     }
 
     /* Wait for the socket, new pieces, or the first deadline. */
-    now = now_ns ();
+    now = pc_now_ns ();
     first = UINT64_MAX;
     for (p = c->inflight; p; p = p->next)
       if (p->deadline_ns < first)
@@ -589,7 +582,7 @@ conn_connect (struct pc_origin *o, int efd, struct nbd_handle **hp,
               char *msg, size_t msgsize, bool *in_call)
 {
   struct nbd_handle *h = nbd_create ();
-  uint64_t deadline = now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
+  uint64_t deadline = pc_now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
   int err;
 
   *in_call = false;
@@ -606,7 +599,7 @@ conn_connect (struct pc_origin *o, int efd, struct nbd_handle **hp,
   while (!nbd_aio_is_ready (h)) {
     struct pollfd fds[2];
     unsigned dir;
-    uint64_t now = now_ns ();
+    uint64_t now = pc_now_ns ();
     int r;
 
     if (nbd_aio_is_dead (h) || nbd_aio_is_closed (h)) {
@@ -944,14 +937,14 @@ request_submit (struct request *rq)
   bool woken[PC_ORIGIN_MAX_CONNECTIONS] = { false };
   unsigned i, j, k;
 
-  rq->start_ns = now_ns ();
+  rq->start_ns = pc_now_ns ();
   pthread_mutex_lock (&o->lock);
   if (o->closing) {
     pthread_mutex_unlock (&o->lock);
     return pc_error (EIO, "origin %s: closed", o->uri);
   }
   if (o->up == 0) {
-    uint64_t secs = (now_ns () - o->down_since_ns) / 1000000000u;
+    uint64_t secs = (pc_now_ns () - o->down_since_ns) / 1000000000u;
     int r = pc_error (EIO, "origin %s is unreachable (reconnecting since %"
                       PRIu64 " s): %s", o->uri, secs, o->last_err);
 

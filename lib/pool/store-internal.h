@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "punchcache/alloc.h"
+#include "punchcache/clock.h"
 #include "punchcache/blockmap.h"
 #include "punchcache/cache.h"
 #include "punchcache/format.h"
@@ -191,14 +192,6 @@ void pc_wb_return_block (struct pc_pool *pool, uint64_t pb);
 uint64_t pc_wb_reserved (struct pc_pool *pool);
 uint64_t pc_wb_next_seq (struct pc_pool *pool);
 
-static inline uint64_t
-pc_now_ns (void)                             /* CLOCK_MONOTONIC */
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);
