@@ -9,6 +9,7 @@
 #ifndef PUNCHCACHE_OVERLAY_H
 #define PUNCHCACHE_OVERLAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "punchcache/punchcache.h"
@@ -24,5 +25,7 @@ int pc_overlay_check_all (struct pc_pool *pool);
  * connections (0: the pool's origin-connections=).  All or nothing. */
 int pc_overlay_connect_all (struct pc_pool *pool, unsigned connections);
 void pc_overlay_disconnect_all (struct pc_pool *pool);
+/* Is any volume of the pool connected to an origin? */
+bool pc_overlay_any (struct pc_pool *pool);
 
 #endif

@@ -230,7 +230,8 @@ int pc_volume_detach_origin (struct pc_pool *pool, const char *name);
 int pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset);
 /* pc_read if it can complete without waiting: every wanted byte is a hole
  * or in the block cache, and the invalidate lock is free to take shared at
- * once.  -EAGAIN otherwise (nothing done: call pc_read).  Never sleeps on a
+ * once.  -EAGAIN otherwise (nothing done: call pc_read), or -EREMOTE if
+ * it needs a block from the volume's origin (call pc_read too).  Never sleeps on a
  * lock held across I/O and never does pool I/O (SPEC I13). */
 int pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
                     uint64_t offset);

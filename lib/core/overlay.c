@@ -225,3 +225,12 @@ pc_overlay_check_all (struct pc_pool *pool)
   }
   return r;
 }
+
+bool
+pc_overlay_any (struct pc_pool *pool)
+{
+  for (unsigned s = 0; s < PC_MAX_VOLUMES; s++)
+    if (pool->vols[s].in_use && pool->vols[s].origin)
+      return true;
+  return false;
+}

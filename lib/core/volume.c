@@ -783,7 +783,7 @@ cached_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t lo = pc->off, end = pc->off + pc->len;
 
   if (from_origin (vstate (vol), pc->lblock))
-    return -EAGAIN;                             /* needs the origin */
+    return -EREMOTE;                            /* needs the origin */
   if (pc_blockmap_get (vstate (vol)->map, pc->lblock) == PC_NO_BLOCK)
     return hole_piece (vol, pc, buf + pc->pos) == PC_NO_BLOCK ? 0 : -EAGAIN;
   for (; lo < end; p++) {
@@ -812,6 +812,8 @@ pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
     return -EAGAIN;
   r = for_each_piece (vol, count, offset, cached_piece, buf);
   pc_rangelock_unlock (&tok);
+  if (r == -EREMOTE && vstate (vol)->origin == NULL)
+    r = -EAGAIN;
   if (r == 0 && vstate (vol)->omap)
     ostat_add (&vstate (vol)->ostats.local_reads, 1);
   return r;
