@@ -12,7 +12,9 @@
 # reads the block again: it must read zeros (or what it wrote), never the
 # origin's data, and still so after the server restarts.
 #
-#  1. punches with the invalidate lock: K=6 attempts, all clean.
+#  1. punches with the invalidate lock: K=6 attempts, all clean.  (An
+#     attempt whose fill ended before the update was sent -- a stall of
+#     the machine -- is skipped and said so; at least K/2 must count.)
 #  2. writes (writeback=off, so a write goes to the pool at once) with the
 #     allocation lock: K=6 attempts, all clean; the same with writeback=on,
 #     and partial writes (1000 bytes: the block must read the origin's
@@ -66,7 +68,7 @@ mode, K, uri = os.environ["MODE"], int(os.environ["K"]), os.environ["URI"]
 img = open(os.environ["IMG"], "rb").read()
 h1 = nbd.NBD(); h1.connect_uri(uri)
 h2 = nbd.NBD(); h2.connect_uri(uri)
-bad = 0
+bad, tried = 0, []
 for i in range(1, K + 1):
     off = i * B
     origin = img[off:off + B]
@@ -81,8 +83,12 @@ for i in range(1, K + 1):
     c = h1.aio_pread(buf, off)                   # the fill starts
     time.sleep(0.1)
     h1.poll(0)
-    assert not h1.aio_command_completed(c), "block %d: the fill ended within 100 ms" % i
+    if h1.aio_command_completed(c):              # a stall of this machine
+        print("block %d: the fill ended within %.0f ms: window missed"
+              % (i, (time.time() - t0) * 1000))
+        continue
     t1 = time.time()
+    tried.append(i)
     if what == "write": h2.pwrite(want, off)
     elif what == "partial write": h2.pwrite(want[100:1100], off + 100)
     elif what == "trim": h2.trim(B, off)
@@ -95,8 +101,10 @@ for i in range(1, K + 1):
           % (i, what, (t1 - t0) * 1000, (t2 - t1) * 1000, (time.time() - t0) * 1000, state))
     assert state != "OTHER DATA", "block %d: neither origin data nor the %s" % (i, what)
     bad += state != "ok"
-print("%s: %d of %d attempts read origin data afterwards" % (mode, bad, K))
+print("%s: %d of %d attempts read origin data afterwards" % (mode, bad, len(tried)))
+assert len(tried) >= K // 2, "only %d of %d attempts hit the fill window" % (len(tried), K)
 open(os.environ["IMG"] + ".bad", "w").write(str(bad))
+open(os.environ["IMG"] + ".tried", "w").write(" ".join(map(str, tried)))
 ' || rc=$?
     stop_nbdkit
     [ "$rc" = 0 ] || return 99
@@ -107,7 +115,7 @@ open(os.environ["IMG"] + ".bad", "w").write(str(bad))
 import os
 B = 65536
 img = open(os.environ["IMG"], "rb").read()
-for i in range(1, int(os.environ["K"]) + 1):
+for i in map(int, open(os.environ["IMG"] + ".tried").read().split()):
     origin = img[i*B:(i+1)*B]
     want = {"write": bytes([0x60 + i]) * B, "punch": bytes(B),
             "partial": origin[:100] + bytes([0x60 + i]) * 1000 + origin[1100:]}[os.environ["MODE"]]

