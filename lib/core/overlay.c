@@ -146,6 +146,17 @@ stats_main (void *arg)
 
 /* ---- connect, disconnect ---- */
 
+/* OV1: the origin still has the volume's size. */
+static int
+check_size (const struct pc_vol_state *v, uint64_t size)
+{
+  if (size == v->size)
+    return 0;
+  return pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
+                   " bytes, the volume %" PRIu64 ": they must match",
+                   v->omap->desc.uri, v->name, size, v->size);
+}
+
 int
 pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
 {
@@ -163,10 +174,7 @@ pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
                         v->omap->desc.mode == PC_ORIGIN_WRITETHROUGH &&
                         !pool->readonly, &o);
     if (r < 0) break;
-    if (pc_origin_size (o) != v->size) {                 /* OV1 */
-      r = pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
-                    " bytes, the volume %" PRIu64 ": they must match",
-                    v->omap->desc.uri, v->name, pc_origin_size (o), v->size);
+    if ((r = check_size (v, pc_origin_size (o))) < 0) {   /* OV1 */
       pc_origin_close (o);
       break;
     }
@@ -218,10 +226,8 @@ pc_overlay_check_all (struct pc_pool *pool)
     r = pc_overlay_probe (v->omap->desc.uri,
                           pool->readonly ? PC_ORIGIN_OVERLAY
                                          : v->omap->desc.mode, &size);
-    if (r == 0 && size != v->size)
-      r = pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
-                    " bytes, the volume %" PRIu64 ": they must match",
-                    v->omap->desc.uri, v->name, size, v->size);
+    if (r == 0)
+      r = check_size (v, size);
   }
   return r;
 }
