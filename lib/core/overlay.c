@@ -6,8 +6,9 @@
  * volume the pool records an origin for a live client (lib/origin) once
  * the process is what it will stay (after daemonising: the client has
  * threads); pc_overlay_disconnect_all closes them before the pool.  While
- * connected, a thread pushes an "origin" section into stats=PATH every
- * second (pc_stats_writer_set_section: pushed, so the statistics layer
+ * connected, a thread notes an origin going down or coming back (the
+ * front-end's note callback: one line each) and pushes an "origin"
+ * section into stats=PATH every second (pc_stats_writer_set_section: pushed, so the statistics layer
  * never calls up into the core).
  *
  * Why: the pool (lib/pool/omap.c) records a volume's origin but never
@@ -22,7 +23,8 @@
  *      last (the front-ends call connect_all before serving and
  *      disconnect_all after their workers stop).
  *
- * Locks: stats_mutex protects the stats thread's stop flag; vol state's
+ * Locks: stats_mutex protects the stats thread's stop flag (was_up[] is
+ * the thread's own once it runs); vol state's
  * origin pointers are written only under OV2's quiet periods.
  */
 #include <config.h>
@@ -62,6 +64,45 @@ static pthread_mutex_t stats_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cond = PTHREAD_COND_INITIALIZER;
 static pthread_t stats_thread;
 static bool stats_running, stats_stop;
+/* The front-end's note (pc_params_open_pool's), and what the monitor saw
+ * last of each volume's origin: it says when one goes down or comes back. */
+static void (*note_fn) (void *opaque, const char *msg);
+static void *note_opaque;
+static bool was_up[PC_MAX_VOLUMES];
+
+void
+pc_overlay_set_note (void (*note) (void *opaque, const char *msg),
+                     void *opaque)
+{
+  note_fn = note;
+  note_opaque = opaque;
+}
+
+/* Once a second: an origin that went down or came back is worth a line in
+ * the server's log (requests that need it fail meanwhile, each with its
+ * own error to its client; this is the operator's one line). */
+static void
+watch_origins (struct pc_pool *pool)
+{
+  for (unsigned s = 0; note_fn && s < PC_MAX_VOLUMES; s++) {
+    struct pc_vol_state *v = &pool->vols[s];
+    struct pc_origin_stats st;
+    char msg[PC_ORIGIN_URI_MAX + 200];
+    if (!v->in_use || v->origin == NULL) continue;
+    pc_origin_get_stats (v->origin, &st);
+    if (st.connected == was_up[s]) continue;
+    was_up[s] = st.connected;
+    if (st.connected)
+      snprintf (msg, sizeof msg, "origin %s of volume '%s' is reachable "
+                "again (%" PRIu64 " reconnects so far)", v->omap->desc.uri,
+                v->name, st.reconnects);
+    else
+      snprintf (msg, sizeof msg, "origin %s of volume '%s' is unreachable: "
+                "reads that need it fail with EIO until it is back "
+                "(reconnecting)", v->omap->desc.uri, v->name);
+    note_fn (note_opaque, msg);
+  }
+}
 
 static struct json_object *
 volume_section (struct pc_vol_state *v, int *err)
@@ -133,6 +174,7 @@ stats_main (void *arg)
   pthread_mutex_lock (&stats_mutex);
   while (!stats_stop) {
     pthread_mutex_unlock (&stats_mutex);
+    watch_origins (pool);
     push_stats (pool);
     pthread_mutex_lock (&stats_mutex);
     clock_gettime (CLOCK_REALTIME, &ts);
@@ -179,6 +221,7 @@ pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
       break;
     }
     v->origin = o;
+    was_up[s] = true;
     any = true;
   }
   if (r < 0) {
