@@ -164,6 +164,11 @@ stop_nbdkit
 jq -c '.origin.default | {connected, reconnects, errors, fill_errors, origin_reads}' "$tmp/stats.json"
 jq -e '.origin.default | .reconnects >= 1 and .errors >= 1 and .connected' \
     "$tmp/stats.json" > /dev/null || fail "stats: no reconnect or error counted"
+# The operator's log: one line when it went down, one when it came back.
+grep -q "origin .* is unreachable" "$server_log" &&
+    grep -q "origin .* is reachable again" "$server_log" ||
+    { cat "$server_log"; fail "the server's log does not say the origin went down and came back"; }
+echo "server log: $(grep -c 'origin .* is \(unreachable\|reachable again\)' "$server_log") lines on the origin's state"
 stop_origin
 "$PUNCHCACHE" check "$pool" > "$tmp/check.out" 2>&1 ||
     { cat "$tmp/check.out"; fail "punchcache check"; }

@@ -246,6 +246,7 @@ pc_overlay_disconnect_all (struct pc_pool *pool)
     pthread_mutex_unlock (&stats_mutex);
     pthread_join (stats_thread, NULL);
     stats_running = false;
+    watch_origins (pool);               /* the last change, if any */
     push_stats (pool);                  /* the final figures */
   }
   for (unsigned s = 0; s < PC_MAX_VOLUMES; s++) {
