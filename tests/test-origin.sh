@@ -303,4 +303,25 @@ origin_pid=$nbdkit_pid
 punchcache_refuses "read-only.*$osock|$osock.*read-only" pool="$tmp/pool-ro" \
     size=64M origin="$ouri" origin-mode=writethrough
 kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+
+echo "== an nbds:// origin (TLS with a PSK, as the URI names it)"
+if psktool --version > /dev/null 2>&1; then
+    psktool -u alice -p "$tmp/origin.psk" > /dev/null 2>&1 ||
+        fail "psktool could not make a key file"
+    rm -f "$osock"
+    start_nbdkit "$osock" --tls=require --tls-psk="$tmp/origin.psk" file "$img"
+    origin_pid=$nbdkit_pid
+    # A plaintext URI to a TLS-only origin: refused, naming the URI.
+    punchcache_refuses "$osock.*TLS|TLS.*$osock" pool="$tmp/pool-tls0" \
+        size=64M origin="$ouri"
+    turi="nbds+unix://alice@/?socket=$osock&tls-psk-file=$tmp/origin.psk"
+    start_punchcache "$sock" pool="$tmp/pool-tls" size=64M origin="$turi"
+    nbdcopy "$uri" "$tmp/tls-copy.img"
+    cmp "$img" "$tmp/tls-copy.img" || fail "reading through an nbds:// origin"
+    echo "nbds:// origin: the volume reads the origin's bytes"
+    stop_nbdkit
+    kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+else
+    echo "psktool not installed: nbds:// origin not tested"
+fi
 echo "origin test: OK"

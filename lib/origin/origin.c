@@ -592,6 +592,11 @@ conn_connect (struct pc_origin *o, int efd, struct nbd_handle **hp,
   }
   if (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
     goto fail;
+  /* The URI is the operator's (origin=, or what the pool recorded from
+   * it): let it name a local PSK or certificate file for nbds:// as
+   * nbdcopy and nbdinfo do with their command line's URI. */
+  if (nbd_set_uri_allow_local_file (h, true) == -1)
+    goto fail;
   *in_call = true;
   if (nbd_aio_connect_uri (h, o->uri) == -1)
     goto fail;
