@@ -44,11 +44,15 @@
  * submit and done.  Pool I/O inside a request already goes out as one
  * io_uring batch per window (lib/io/iobatch.c).
  *
+ * Reads that must fetch from a volume's origin (pc_read_nowait says
+ * -EREMOTE) are parked on a queue of their own (Q_REMOTE below).
+ *
  * Invariants:
  *  R1 done() is called exactly once per pc_core_submit, after the core's
  *     last access to the request; pc_core_run never calls it.
  *  R2 A request parked by pc_core_submit is run by exactly one worker, in
- *     FIFO order of parking (no request starves behind later ones).
+ *     FIFO order of parking within its queue (no request starves behind
+ *     later ones).
  *  R3 pc_core_submit never waits for a range lock held by another request,
  *     never does pool I/O, never waits for a commit (SPEC I13).
  *  R4 req->result is 0 or -errno; when negative, req->error holds the
