@@ -40,6 +40,33 @@ apply_sum (void *opaque, uint32_t page_no, const void *image)
   return 0;
 }
 
+/* An origin descriptor and a punched-map chunk (of a 4 KiB-block pool),
+ * as they are and with their checksums made right. */
+static void
+parse_origin (const uint8_t *page)
+{
+  static uint8_t copy[PC_PAGE_SIZE];
+  struct pc_origin_desc d;
+  char why[256];
+
+  if (pc_origin_desc_decode (page, &d, why, sizeof why) == 0 &&
+      (!pc_origin_uri_valid (d.uri) || strlen (d.uri) > PC_ORIGIN_URI_MAX))
+    abort ();                   /* decode accepted a URI it calls invalid */
+  pc_omap_chunk_check (page, PC_PAGE_SIZE, pc_get_le32 (page + 12),
+                       pc_get_le64 (page + 16), why, sizeof why);
+  memcpy (copy, page, PC_PAGE_SIZE);
+  pc_put_le32 (copy + 8, pc_page_crc_without (copy, 8));
+  if (pc_origin_desc_decode (copy, &d, why, sizeof why) == 0 &&
+      !pc_origin_uri_valid (d.uri))
+    abort ();
+  memcpy (copy, page, PC_PAGE_SIZE);
+  pc_omap_chunk_seal (copy, PC_PAGE_SIZE, pc_get_le32 (page + 12),
+                      pc_get_le64 (page + 16));
+  if (pc_omap_chunk_check (copy, PC_PAGE_SIZE, pc_get_le32 (page + 12),
+                           pc_get_le64 (page + 16), why, sizeof why) < 0)
+    abort ();                   /* a sealed chunk must check */
+}
+
 static void
 parse_page (const uint8_t *page)
 {
@@ -57,6 +84,7 @@ parse_page (const uint8_t *page)
       abort ();                 /* decode accepted a name it calls invalid */
   for (i = 0; i < PC_RMAP_PER_PAGE; i++)
     (void) pc_rmap_get (page, i);
+  parse_origin (page);
 }
 
 /* Recompute the checksums of every journal transaction in buf whose

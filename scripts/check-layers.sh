@@ -31,15 +31,16 @@ while [ $# -gt 0 ]; do
 done
 cd "$src" || exit 2
 
-# Bottom up: util < io, cache < pool < stats < core.  A layer may use
+# Bottom up: util < io, cache, origin < pool < stats < core.  A layer may use
 # itself and the layers listed.
 declare -A ALLOWED=(
     [util]="util"
+    [origin]="util origin"
     [io]="util io"
     [cache]="util cache"
     [pool]="util io cache pool"
     [stats]="util io cache pool stats"
-    [core]="util io cache pool stats core"
+    [core]="util io cache pool stats core origin"
 )
 # The layer of each public header.  punchcache.h is the umbrella API
 # (errors and sizes, which every layer uses, and the pool and volume API):
@@ -51,11 +52,12 @@ declare -A HEADER_LAYER=(
     [format.h]=pool [journal.h]=pool [alloc.h]=pool [blockmap.h]=pool
     [counters.h]=pool
     [json.h]=stats [stats.h]=stats
-    [request.h]=core [params.h]=core
+    [request.h]=core [params.h]=core [overlay.h]=core
+    [origin.h]=origin
     [punchcache.h]=any
 )
 # Private headers used from another (higher) layer's folder, on purpose.
-PRIVATE_OK=" lib/core/volume.c:lib/pool/store-internal.h "
+PRIVATE_OK=" lib/core/volume.c:lib/pool/store-internal.h lib/core/overlay.c:lib/pool/store-internal.h "
 # Calls that must not happen within a layer (cycles broken; issue 12).
 FORBIDDEN_FILE_EDGES=" lib/io/io.c:lib/io/iobatch.c "
 

@@ -32,7 +32,7 @@ while read -r synopsis; do
     grep -qF "Usage: $synopsis" "$tmp/chelp" || fail "'$words --help' synopsis differs from --help"
     ncmds=$((ncmds + 1))
 done < <(grep '^  punchcache ' "$tmp/help" | sed 's/^  //')
-[ "$ncmds" -eq 9 ] || fail "--help lists $ncmds commands, expected 9"
+[ "$ncmds" -eq 10 ] || fail "--help lists $ncmds commands, expected 10"
 "$P" create --help | grep -q -- "--block-size" || fail "create --help: --block-size"
 "$P" info --help | grep -q -- "--json" || fail "info --help: --json"
 expect_fail 2 "missing command" "$P"

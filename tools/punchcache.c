@@ -112,7 +112,14 @@ static const struct command commands[] = {
     "Remove volume NAME and free all its blocks.\n", run_change },
   { "volume resize", "POOL NAME SIZE", 3, "",
     "Change the virtual size of volume NAME; shrinking frees the blocks past\n"
-    "the new end.\n", run_change },
+    "the new end.  A volume with an origin keeps the origin's size.\n",
+    run_change },
+  { "volume detach", "POOL NAME", 2, "",
+    "Drop the origin of volume NAME, once no block of it is read from the\n"
+    "origin any more (every block local or punched: read the whole volume\n"
+    "through the server once to fill it).  Refused, with the count of\n"
+    "blocks still remote, before that.  The volume then stands alone.\n",
+    run_change },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -300,12 +307,38 @@ print_volume (void *opaque, const struct pc_volume_info *vi)
     pc_json_set_u64 (v, "allocated", alloc, &ctx->err);
     pc_json_set_u64 (v, "allocated_blocks", vi->allocated_blocks, &ctx->err);
     pc_json_set_u64 (v, "slot", vi->slot, &ctx->err);
+    if (vi->has_origin) {
+      struct json_object *o = json_object_new_object ();
+      uint64_t local = vi->allocated_blocks;
+      uint64_t n = local + vi->punched_blocks + vi->origin_blocks;
+      pc_json_set_string (o, "uri", vi->origin_uri, &ctx->err);
+      pc_json_set_string (o, "mode", vi->origin_mode ? "writethrough"
+                          : "overlay", &ctx->err);
+      pc_json_set_u64 (o, "local_blocks", local, &ctx->err);
+      pc_json_set_u64 (o, "punched_blocks", vi->punched_blocks, &ctx->err);
+      pc_json_set_u64 (o, "origin_blocks", vi->origin_blocks, &ctx->err);
+      pc_json_set_fixed (o, "local_percent",
+                         percent (local + vi->punched_blocks, n), 2,
+                         &ctx->err);
+      pc_json_set (v, "origin", o, &ctx->err);
+    }
     pc_json_append (ctx->volumes, v, &ctx->err);
   }
-  else
+  else {
     printf ("  %-24s %20" PRIu64 " %20" PRIu64 "  %5.1f%%  (%s)\n",
             vi->name, vi->size, alloc, percent (alloc, vi->size),
             human (vi->size, h, sizeof h));
+    if (vi->has_origin) {
+      uint64_t n = vi->allocated_blocks + vi->punched_blocks +
+                   vi->origin_blocks;
+      printf ("    origin: %s (%s)\n", vi->origin_uri,
+              vi->origin_mode ? "writethrough" : "overlay");
+      printf ("    local %.1f%%: %" PRIu64 " blocks with data, %" PRIu64
+              " punched (zeros); %" PRIu64 " blocks still from the origin\n",
+              percent (vi->allocated_blocks + vi->punched_blocks, n),
+              vi->allocated_blocks, vi->punched_blocks, vi->origin_blocks);
+    }
+  }
   return 0;
 }
 
@@ -714,6 +747,8 @@ change_volume (const struct command *cmd, struct pc_pool *pool, char **args,
     return pc_volume_add (pool, args[1], size);
   if (strcmp (cmd->name, "volume rm") == 0)
     return pc_volume_remove (pool, args[1]);
+  if (strcmp (cmd->name, "volume detach") == 0)
+    return pc_volume_detach_origin (pool, args[1]);
   return pc_volume_resize (pool, args[1], size);
 }
 
@@ -803,8 +838,8 @@ run_command (int argc, char **argv)
   }
   if (cmd == NULL && strcmp (argv[0], "volume") == 0)
     return usage_error ("volume", argc > 1 ? "unknown subcommand '%s' (list, "
-                        "add, rm, resize)" : "missing subcommand%s (list, add,"
-                        " rm, resize)", argc > 1 ? argv[1] : "");
+                        "add, rm, resize, detach)" : "missing subcommand%s "
+                        "(list, add, rm, resize, detach)", argc > 1 ? argv[1] : "");
   if (cmd == NULL)
     return usage_error (NULL, "unknown command '%s' (create, info, stats, "
                         "check, volume)", argv[0]);

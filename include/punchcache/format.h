@@ -71,6 +71,35 @@
  *     16 u32   npages
  *     20 u32   crc32c of the page with this field zero
  *     24 u32   crc32c over the descriptor page and all images, in order
+ *
+ * Origin records (version 2; lib/pool/omap.c).  A volume that reads
+ * through a remote origin owns, besides its data blocks, data blocks whose
+ * reverse-map entries name a logical block at or above PC_OMAP_LBLOCK_BASE
+ * (no volume with an origin reaches that far): BASE + 0 is the origin
+ * descriptor, BASE + 1 + k is punched-map chunk k.  Each is written
+ * copy-on-write (a new block, then the reverse-map change in the journal),
+ * so the journal makes it atomic.
+ *
+ * Origin descriptor (the block's first page):
+ *   0  u8[8]  magic "PCORIGN1"
+ *   8  u32    crc32c of the page with this field zero
+ *   12 u32    volume slot
+ *   16 u32    mode (PC_ORIGIN_OVERLAY, PC_ORIGIN_WRITETHROUGH)
+ *   20 u32    uri_len (1..PC_ORIGIN_URI_MAX)
+ *   24 u64    origin size in bytes (= the volume's size)
+ *   32..63    zero
+ *   64        uri (uri_len printable ASCII bytes, no NUL), rest zero
+ *
+ * Punched-map chunk (a whole block; bits for pc_omap_bits_per_chunk()
+ * logical blocks):
+ *   0  u8[8]  magic "PCOMAP01"
+ *   8  u32    crc32c of the block with this field zero
+ *   12 u32    volume slot
+ *   16 u64    chunk index k
+ *   24..63    zero
+ *   64        bit i (byte i / 8, bit i % 8) set: logical block
+ *             k * bits_per_chunk + i is punched -- it reads zeros and is
+ *             never read from the origin again
  */
 #ifndef PUNCHCACHE_FORMAT_H
 #define PUNCHCACHE_FORMAT_H
@@ -79,7 +108,8 @@
 #include <stdint.h>
 
 #define PC_PAGE_SIZE 4096u
-#define PC_FORMAT_VERSION 1u
+#define PC_FORMAT_VERSION 2u    /* 2: origin records */
+#define PC_FORMAT_VERSION_MIN 1u /* version 1 pools open (no origins) */
 #define PC_SB_MAGIC "PCPOOL\0\1"
 #define PC_JDESC_MAGIC "PCJDESC1"
 #define PC_JCOMMIT_MAGIC "PCJCMIT1"
@@ -100,6 +130,14 @@
 #define PC_TXN_MAX_PAGES 1000u
 #define PC_JOURNAL_MAX_PAGES 2048u
 #define PC_JOURNAL_MIN_PAGES 64u
+
+#define PC_OMAP_LBLOCK_BASE (UINT64_C (1) << 47)
+#define PC_OMAP_MAX_CHUNKS (1u << 20)
+#define PC_OMAP_HEADER 64u
+#define PC_ORIGIN_URI_MAX 2048u
+#define PC_ORIGIN_DESC_MAGIC "PCORIGN1"
+#define PC_OMAP_MAGIC "PCOMAP01"
+enum { PC_ORIGIN_OVERLAY = 0, PC_ORIGIN_WRITETHROUGH = 1 };
 
 /* Decoded superblock. */
 struct pc_superblock {
@@ -182,6 +220,31 @@ static inline uint32_t pc_rmap_page_of (uint64_t pblock)
 { return (uint32_t) (PC_VOLTABLE_PAGES + pblock / PC_RMAP_PER_PAGE); }
 static inline unsigned pc_rmap_index_of (uint64_t pblock)
 { return (unsigned) (pblock % PC_RMAP_PER_PAGE); }
+
+/* ---- origin records (version 2) ---- */
+struct pc_origin_desc {
+  uint32_t slot;
+  uint32_t mode;                  /* PC_ORIGIN_* */
+  uint64_t size;
+  char uri[PC_ORIGIN_URI_MAX + 1];
+};
+/* Logical blocks one punched-map chunk covers in a pool of block_size. */
+static inline uint64_t pc_omap_bits_per_chunk (uint32_t block_size)
+{ return (uint64_t) (block_size - PC_OMAP_HEADER) * 8; }
+/* Encode into a zeroed PC_PAGE_SIZE page.  -EINVAL for a bad uri/mode. */
+int pc_origin_desc_encode (const struct pc_origin_desc *d, void *page);
+int pc_origin_desc_decode (const void *page, struct pc_origin_desc *d,
+                           char *why, size_t whylen);
+/* Seal a chunk block (header + crc) whose bits are already in place. */
+void pc_omap_chunk_seal (void *block, uint32_t block_size, uint32_t slot,
+                         uint64_t index);
+/* Check a chunk block: magic, crc, slot, index.  0 or -EUCLEAN. */
+int pc_omap_chunk_check (const void *block, uint32_t block_size,
+                         uint32_t slot, uint64_t index,
+                         char *why, size_t whylen);
+/* 1 if uri is acceptable for a descriptor (1..PC_ORIGIN_URI_MAX printable
+ * ASCII characters), else 0. */
+int pc_origin_uri_valid (const char *uri);
 
 /* ---- little-endian helpers ---- */
 static inline uint32_t pc_get_le32 (const void *p)

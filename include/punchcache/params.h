@@ -30,6 +30,9 @@ struct pc_params {
   int writeback;                 /* writeback=on|off: 1 (default) or 0 */
   int64_t dirty_size;            /* dirty=, 0 = half the cache */
   int64_t dirty_expire_s;        /* dirty-expire=SECONDS, 0 = 30 */
+  char *origin;                  /* origin=URI (volume "default"), or NULL */
+  int origin_mode;               /* origin-mode=: PC_ORIGIN_* (overlay) */
+  int64_t origin_connections;    /* origin-connections=N, 0 = default (4) */
   struct { char *name; int64_t size; } volumes[PC_MAX_VOLUME_PARAMS];
   unsigned nvolumes;             /* volume=NAME:SIZE */
   /* Debug switches, by name (see pc_params_set_debug). */
@@ -77,7 +80,8 @@ extern const char pc_params_help[];
 int pc_params_open_pool (const struct pc_params *p, bool readonly,
                          void (*note) (void *opaque, const char *msg),
                          void *opaque, struct pc_pool **out);
-/* Start the pool's committer and the statistics writer's thread. */
+/* Start the pool's committer, connect the volumes that have origins
+ * (origin-connections= each), and start the statistics writer's thread. */
 int pc_params_start_pool (struct pc_pool *pool);
 /* Commit, write the final statistics, close the pool: the result of the
  * final commit (pc_pool_close).  NULL: nothing to do. */

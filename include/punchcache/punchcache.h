@@ -50,6 +50,8 @@ struct pc_pool_options {
                                    * (lib/stats/writer.c, started by
                                    * pc_params_open_pool; the pool itself
                                    * ignores it); 0 = default (2000) */
+  unsigned origin_connections;    /* connections per origin (lib/core/
+                                   * overlay.c; the pool ignores it) */
   /* Debug switches (never for production): */
   bool unsafe_no_invalidate_lock; /* punches skip the invalidate lock */
   unsigned race_delay_us;         /* sleep between map lookup and pool I/O */
@@ -73,6 +75,9 @@ struct pc_pool_options {
                                    * clean ("fsyncgate"): I10 */
   bool unsafe_no_reservations;    /* writes do not reserve blocks: I11 */
   bool unsafe_evict_dirty;        /* the cache may evict dirty pages: I12 */
+  bool unsafe_origin_fill;        /* fills from an origin take no allocation
+                                   * lock and do not look again before they
+                                   * publish (issue 15's V6) */
 };
 
 /* Create a new pool at path: a regular file of `capacity` data bytes
@@ -152,6 +157,12 @@ struct pc_volume_info {
   uint64_t size;             /* virtual size in bytes */
   uint64_t allocated_blocks; /* blocks mapped */
   unsigned slot;
+  /* Its origin (issue 15), if has_origin: */
+  bool has_origin;
+  unsigned origin_mode;      /* 0 overlay, 1 writethrough */
+  char origin_uri[2049];
+  uint64_t punched_blocks;   /* unmapped, read zeros */
+  uint64_t origin_blocks;    /* still read from the origin */
 };
 
 /* Calls fn for every volume, in slot order; stops at fn's first non-zero
@@ -184,6 +195,32 @@ struct pc_pool *pc_volume_pool (const struct pc_volume *vol);
 void pc_pool_thread_prepare (struct pc_pool *pool);
 int pc_volume_get_info (struct pc_volume *vol, struct pc_volume_info *info);
 
+/* ---- origins (issue 15; lib/pool/omap.c) ---- */
+/* A volume can read through a remote NBD export, its origin.  The pool
+ * records the origin's URI and mode with the volume and which blocks are
+ * punched (read zeros, never the origin's data again); blocks neither
+ * local nor punched are read from the origin (lib/core connects it). */
+/* What the data path did with a volume's origin (lib/core/volume.c). */
+struct pc_origin_fill_stats {
+  uint64_t fills;                 /* origin reads made to fill blocks */
+  uint64_t fill_blocks;           /* blocks filled (local or punched) */
+  uint64_t fill_bytes;            /* bytes fetched from the origin */
+  uint64_t zero_blocks;           /* filled blocks the origin had as zeros */
+  uint64_t fill_ns_total, fill_ns_max;  /* origin read latency of fills */
+  uint64_t local_reads;           /* reads served with no origin access */
+  uint64_t errors;                /* fills that failed (EIO to a reader) */
+};
+/* Record uri as the origin of volume name (its size must equal
+ * origin_size; a volume holding data of its own cannot get an origin;
+ * the volume must not be open unless uri and mode are as recorded).
+ * Committed before return.  Upgrades a version 1 pool to version 2. */
+int pc_volume_set_origin (struct pc_pool *pool, const char *name,
+                          const char *uri, unsigned mode,
+                          uint64_t origin_size);
+/* Drop the volume's origin: only once no block is read from it (-EBUSY
+ * with the count otherwise).  The volume must not be open. */
+int pc_volume_detach_origin (struct pc_pool *pool, const char *name);
+
 /* ---- I/O (offsets and counts in bytes, any alignment) ---- */
 #define PC_FUA       1u   /* durable before returning */
 #define PC_NO_HOLE   2u   /* zero: keep the range allocated */
@@ -212,6 +249,9 @@ int pc_trim (struct pc_volume *vol, uint64_t count, uint64_t offset,
  * becomes) allocated and reads zeros. */
 int pc_zero (struct pc_volume *vol, uint64_t count, uint64_t offset,
              unsigned flags);
+/* FLUSH: every write completed before it durable: the pool's
+ * (pc_pool_flush), and a writethrough origin's. */
+int pc_volume_flush (struct pc_volume *vol);
 /* Read-ahead hint (NBD_CMD_CACHE).  Validates the range. */
 int pc_prefetch (struct pc_volume *vol, uint64_t count, uint64_t offset);
 

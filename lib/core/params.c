@@ -54,6 +54,7 @@
 #include "punchcache/cache.h"
 #include "punchcache/format.h"
 #include "punchcache/io.h"
+#include "punchcache/overlay.h"
 #include "punchcache/params.h"
 #include "punchcache/stats.h"
 
@@ -87,7 +88,17 @@ const char pc_params_help[] =
   "dirty-expire=SECONDS  Write back data dirty for longer than this\n"
   "                      (default 30; 1 to 86400).\n"
   "stats=PATH            Write statistics (cache hits, lock waits, space)\n"
-  "                      as JSON to PATH every 2 seconds and at exit.";
+  "                      as JSON to PATH every 2 seconds and at exit.\n"
+  "origin=URI            Volume 'default' reads through the NBD export at\n"
+  "                      URI (nbd://, nbd+unix://, nbds://...), keeping\n"
+  "                      what it reads in the pool; the pool remembers it.\n"
+  "                      A new pool's 'default' gets the origin's size.\n"
+  "origin-mode=overlay|writethrough\n"
+  "                      overlay (default): writes, trims and zeroes stay\n"
+  "                      in the pool, the origin is never written.\n"
+  "                      writethrough: they reach the origin before they\n"
+  "                      complete, and stay cached in the pool.\n"
+  "origin-connections=N  Connections to each origin (1..16, default 4).";
 
 void
 pc_params_init (struct pc_params *p)
@@ -107,6 +118,7 @@ pc_params_free (struct pc_params *p)
 
   free (p->pool_path);
   free (p->stats_path);
+  free (p->origin);
   for (i = 0; i < p->nvolumes; i++)
     free (p->volumes[i].name);
   pc_params_init (p);
@@ -211,6 +223,20 @@ parse_volume (struct pc_params *p, const char *value)
 static const char *const direct_names[3] = { "auto", "on", "off" };
 static const char *const io_names[3] = { "auto", "uring", "sync" };
 static const char *const onoff_names[3] = { "off", "on", NULL };
+static const char *const origin_mode_names[3] = { "overlay", "writethrough",
+                                                  NULL };
+
+static int
+set_origin (struct pc_params *p, const char *value)
+{
+  if (!pc_origin_uri_valid (value))
+    return pc_error (EINVAL, "origin=%.80s: expected an NBD URI of 1 to %u "
+                     "printable characters", value, PC_ORIGIN_URI_MAX);
+  free (p->origin);
+  if ((p->origin = strdup (value)) == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  return 0;
+}
 
 /* dirty-expire=SECONDS: a whole number from 1 to 86400. */
 static int
@@ -253,6 +279,19 @@ pc_params_set (struct pc_params *p, const char *key, const char *value)
     return parse_size (key, value, &p->dirty_size);
   if (strcmp (key, "dirty-expire") == 0)
     return parse_seconds (key, value, &p->dirty_expire_s);
+  if (strcmp (key, "origin") == 0)
+    return set_origin (p, value);
+  if (strcmp (key, "origin-mode") == 0)
+    return parse_choice (key, value, origin_mode_names, &p->origin_mode);
+  if (strcmp (key, "origin-connections") == 0) {
+    char *end;
+    long n = strtol (value, &end, 10);
+    if (value[0] < '0' || value[0] > '9' || *end || n < 1 || n > 16)
+      return pc_error (EINVAL, "origin-connections=%s: expected a whole "
+                       "number from 1 to 16", value);
+    p->origin_connections = n;
+    return 0;
+  }
   return pc_error (EINVAL, "unknown parameter '%s' (see --help)", key);
 }
 
@@ -332,6 +371,8 @@ static const struct debug_switch {
     offsetof (struct pc_pool_options, unsafe_no_reservations), true },
   { "unsafe_evict_dirty",
     offsetof (struct pc_pool_options, unsafe_evict_dirty), true },
+  { "unsafe_origin_fill",
+    offsetof (struct pc_pool_options, unsafe_origin_fill), true },
 };
 #define NR_DEBUG_SWITCHES (sizeof debug_switches / sizeof debug_switches[0])
 
@@ -390,7 +431,7 @@ pool_needs_create (const char *path, bool *existed)
 
 /* Create the pool and its volume "default", all or nothing (P5). */
 static int
-create_pool (const struct pc_params *p, bool existed)
+create_pool (const struct pc_params *p, bool existed, uint64_t vol_size)
 {
   struct pc_pool *pool;
   int r;
@@ -401,7 +442,7 @@ create_pool (const struct pc_params *p, bool existed)
     return r;
   r = pc_pool_open (p->pool_path, NULL, &pool);
   if (r == 0) {
-    r = pc_volume_add (pool, PC_DEFAULT_VOLUME, (uint64_t) p->create_size);
+    r = pc_volume_add (pool, PC_DEFAULT_VOLUME, vol_size);
     r = r < 0 ? abandon (pool, r) : pc_pool_close (pool);
   }
   if (r < 0) {
@@ -439,6 +480,28 @@ add_missing_volumes (const struct pc_params *p, struct pc_pool *pool)
   return 0;
 }
 
+/* origin=URI: volume "default" (created with the origin's size if it is
+ * missing) reads through it from now on; the pool records it. */
+static int
+set_default_origin (const struct pc_params *p, struct pc_pool *pool,
+                    uint64_t origin_size)
+{
+  struct pc_volume *vol;
+  int r;
+
+  if (p->origin == NULL)
+    return 0;
+  r = pc_volume_open (pool, PC_DEFAULT_VOLUME, &vol);
+  if (r == 0)
+    pc_volume_close (vol);
+  else if (r == -ENOENT)
+    r = pc_volume_add (pool, PC_DEFAULT_VOLUME, origin_size);
+  if (r == 0)
+    r = pc_volume_set_origin (pool, PC_DEFAULT_VOLUME, p->origin,
+                              (unsigned) p->origin_mode, origin_size);
+  return r < 0 ? key_error ("origin", p->origin, r) : 0;
+}
+
 /* stats=PATH: the statistics writer (lib/stats/writer.c) writes the file
  * once now, so a path that cannot be written is an error at start-up, not
  * a file that silently never appears. */
@@ -467,11 +530,17 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
   struct pc_pool *pool;
   const char *why;
   char msg[512];
+  uint64_t origin_size = 0;
   bool existed;
   int r;
 
   *out = NULL;
   if ((r = pc_params_complete (p)) < 0)
+    return r;
+  /* origin=: reachable, and its size, before anything is created. */
+  if (p->origin &&
+      (r = pc_overlay_probe (p->origin, (unsigned) p->origin_mode,
+                             &origin_size)) < 0)
     return r;
   if (pool_needs_create (p->pool_path, &existed)) {
     if (p->create_size < 0)
@@ -480,7 +549,8 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
     if (readonly)
       return pc_error (EROFS, "pool %s does not exist (or is empty): "
                        "cannot create it read-only", p->pool_path);
-    if ((r = create_pool (p, existed)) < 0)
+    if ((r = create_pool (p, existed, p->origin ? origin_size
+                                                 : (uint64_t) p->create_size)) < 0)
       return r;
   }
 
@@ -491,6 +561,8 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
   opts.writeback = p->writeback && p->cache_size > 0;
   opts.dirty_bytes = (uint64_t) p->dirty_size;
   opts.dirty_expire_ms = (unsigned) p->dirty_expire_s * 1000u;
+  opts.origin_connections = p->origin_connections
+    ? (unsigned) p->origin_connections : PC_DEFAULT_ORIGIN_CONNECTIONS;
   if ((r = pc_pool_open (p->pool_path, &opts, &pool)) < 0)
     return r;
 
@@ -509,6 +581,9 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
 
   if ((r = add_missing_volumes (p, pool)) < 0)
     return abandon (pool, r);
+  if ((r = set_default_origin (p, pool, origin_size)) < 0 ||
+      (r = pc_overlay_check_all (pool)) < 0)
+    return abandon (pool, r);
   if ((r = open_stats_writer (p, pool)) < 0)
     return abandon (pool, r);
   *out = pool;
@@ -520,6 +595,8 @@ pc_params_start_pool (struct pc_pool *pool)
 {
   int r = pc_pool_start (pool);
 
+  if (r == 0)
+    r = pc_overlay_connect_all (pool, 0);
   return r < 0 ? r : pc_stats_writer_start ();
 }
 
@@ -531,6 +608,7 @@ pc_params_close_pool (struct pc_pool *pool)
   /* The final statistics after the final commit: commit now (a failure is
    * sticky, so pc_pool_close reports it), write them, then close. */
   pc_pool_flush (pool);
+  pc_overlay_disconnect_all (pool);
   pc_stats_writer_close ();
   return pc_pool_close (pool);
 }

@@ -114,7 +114,7 @@ run_blocking (struct pc_req *req)
     return pc_zero (vol, req->count, req->offset,
                     req->flags & (PC_FUA | PC_NO_HOLE));
   case PC_OP_FLUSH:
-    return pc_pool_flush (pc_volume_pool (vol));
+    return pc_volume_flush (vol);
   case PC_OP_CACHE:
     return pc_prefetch (vol, req->count, req->offset);
   case PC_OP_EXTENTS:

@@ -58,6 +58,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "punchcache/origin.h"
 #include "../pool/store-internal.h"
 
 _Static_assert (PC_MAX_VOLUMES <= 0xffff, "slot must fit a cache key");
@@ -248,6 +249,235 @@ needs_rmw (struct pc_pool *pool, const struct piece *pc, const void *src)
 {
   return pool->io.direct && src != NULL &&
     ((pc->off | pc->len) & (PC_IO_ALIGN - 1)) != 0;
+}
+
+/* ---- the origin (issue 15): from-origin blocks and fills ----
+ *
+ * A volume with an origin (v->omap) has three kinds of block
+ * (lib/pool/omap.c): local (mapped, or reserved for dirty pages), punched
+ * (reads zeros), from-origin (everything else).  A fill copies from-origin
+ * blocks in from the origin: under the invalidate lock shared over them
+ * (SPEC §2: a punch waits for it, then wins) and each block's allocation
+ * lock exclusive, taken in ascending order and looked at again once held
+ * (a write, a reservation or another fill that got there first wins; two
+ * readers missing the same block make one origin request).  An origin
+ * block of all zeros becomes punched, not allocated.  A write that covers
+ * a from-origin block only partly fills it first (its other bytes are the
+ * origin's); one that covers it whole just replaces it.
+ *
+ *  V6 (I1, I2, I6) No block is published from the origin unless it was
+ *     from-origin with its allocation lock held, under the invalidate lock
+ *     shared: a write, trim or zero that completed meanwhile is never
+ *     overwritten by a late fill.
+ *  V7 (I7) A from-origin block never reads as zeros unless the origin said
+ *     so: a failed origin read is EIO, never a hole.
+ */
+#define FILL_MAX_BYTES (4u << 20)     /* one origin request at most */
+
+static bool
+from_origin (const struct pc_vol_state *v, uint64_t lb)
+{
+  return v->omap && lb < v->nblocks &&
+    pc_blockmap_get (v->map, lb) == PC_NO_BLOCK &&
+    pc_blockmap_get (v->resv, lb) == PC_NO_BLOCK &&
+    !pc_omap_test (v->omap, lb);
+}
+
+static int
+no_origin_error (struct pc_vol_state *v)
+{
+  return pc_error (EIO, "volume '%s' reads through origin %s, which is not "
+                   "connected", v->name, v->omap->desc.uri);
+}
+
+static void
+ostat_add (uint64_t *c, uint64_t n)
+{
+  __atomic_add_fetch (c, n, __ATOMIC_RELAXED);
+}
+
+static void
+ostat_max (uint64_t *c, uint64_t n)
+{
+  uint64_t old = __atomic_load_n (c, __ATOMIC_RELAXED);
+  while (n > old &&
+         !__atomic_compare_exchange_n (c, &old, n, true, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED))
+    ;
+}
+
+static bool
+all_zero (const char *p, uint64_t n)
+{
+  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
+}
+
+static int alloc_begin (struct pc_volume *vol, uint64_t lblock, bool clear,
+                        uint64_t *pb, bool *clean);
+static int alloc_publish (struct pc_volume *vol, const struct piece *pc,
+                          uint64_t pb, int r);
+
+/* Fill the k from-origin blocks at lb, whose allocation locks the caller
+ * holds: one origin read, then each block is punched (zeros) or written
+ * to a new block and published (V3, V6). */
+static int
+fill_run_locked (struct pc_volume *vol, uint64_t lb, unsigned k)
+{
+  struct pc_pool *pool = vol->pool;
+  struct pc_vol_state *v = vstate (vol);
+  uint64_t bs = pool->block_size, start = lb << pool->block_shift;
+  uint64_t bytes = (uint64_t) k * bs, t0 = pc_now_ns (), ns;
+  uint64_t count = v->size - start < bytes ? v->size - start : bytes;
+  struct pc_io_op op[FILL_MAX_BYTES / PC_MIN_BLOCK_SIZE];
+  struct iovec iov[FILL_MAX_BYTES / PC_MIN_BLOCK_SIZE];
+  uint64_t pbs[FILL_MAX_BYTES / PC_MIN_BLOCK_SIZE];
+  unsigned i, nops = 0;
+  char *buf;
+  int r, first = 0;
+
+  if (v->origin == NULL)
+    return no_origin_error (v);
+  if ((buf = bounce_alloc (bytes)) == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  r = pc_origin_pread (v->origin, buf, count, start);
+  if (r < 0) {
+    char why[400];
+    snprintf (why, sizeof why, "%s", pc_last_error ());
+    ostat_add (&v->ostats.errors, 1);
+    bounce_free (buf, bytes);
+    return pc_error (EIO, "volume '%s': reading blocks from its origin: %s",
+                     v->name, why);                          /* V7 */
+  }
+  if (count < bytes) memset (buf + count, 0, bytes - count);
+  ns = pc_now_ns () - t0;
+  ostat_add (&v->ostats.fills, 1);
+  ostat_add (&v->ostats.fill_blocks, k);
+  ostat_add (&v->ostats.fill_bytes, count);
+  ostat_add (&v->ostats.fill_ns_total, ns);
+  ostat_max (&v->ostats.fill_ns_max, ns);
+  for (i = 0; i < k; i++) {
+    char *b = buf + i * bs;
+    pbs[i] = PC_NO_BLOCK;
+    if (all_zero (b, bs)) {
+      ostat_add (&v->ostats.zero_blocks, 1);
+      if ((r = pc_omap_mark (pool, v, lb + i)) < 0 && first == 0) first = r;
+      continue;
+    }
+    if ((r = alloc_begin (vol, lb + i, false, &pbs[i], NULL)) < 0) {
+      if (first == 0) first = r;
+      continue;
+    }
+    iov[nops] = (struct iovec) { b, bs };
+    op[nops] = (struct pc_io_op) {
+      .iov = &iov[nops], .iovcnt = 1, .write = true,
+      .off = pc_data_offset (pool, pbs[i]),
+    };
+    nops++;
+  }
+  if (nops)
+    pc_io_data_batch (&pool->io, op, nops);
+  for (i = 0, nops = 0; i < k; i++) {
+    struct piece pc = { .lblock = lb + i };
+    if (pbs[i] == PC_NO_BLOCK) continue;
+    r = alloc_publish (vol, &pc, pbs[i], op[nops++].result);
+    if (r < 0 && first == 0) first = r;
+  }
+  bounce_free (buf, bytes);
+  if (first == 0)
+    __atomic_store_n (&pool->data_dirty, true, __ATOMIC_SEQ_CST);
+  return first;
+}
+
+/* Fill every from-origin block of [lb, lb + n) (the caller holds the
+ * invalidate lock over them), in runs of at most FILL_MAX_BYTES: V6. */
+static int
+origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n)
+{
+  struct pc_vol_state *v = vstate (vol);
+  unsigned max = FILL_MAX_BYTES >> vol->pool->block_shift;
+  struct pc_range_token tok[FILL_MAX_BYTES / PC_MIN_BLOCK_SIZE];
+  uint64_t end = lb + n;
+  int r = 0;
+
+  bool filled = false;
+
+  if (max == 0) max = 1;
+  while (r == 0 && lb < end) {
+    unsigned k = 0;
+    if (!from_origin (v, lb)) { lb++; continue; }
+    if (vol->pool->opts.unsafe_origin_fill) {  /* debug: V6 removed */
+      while (k < max && lb + k < end && from_origin (v, lb + k)) k++;
+      race_delay (vol->pool);
+      r = fill_run_locked (vol, lb, k);
+      filled = true;
+      lb += k;
+      continue;
+    }
+    while (k < max && lb + k < end && from_origin (v, lb + k)) {
+      r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok[k], lb + k, 1);
+      if (r < 0) { r = pc_error (-r, "allocation lock: %s", strerror (-r)); break; }
+      if (!from_origin (v, lb + k)) {         /* someone got there first */
+        pc_rangelock_unlock (&tok[k]);
+        break;
+      }
+      k++;
+    }
+    if (r == 0 && k > 0) {
+      race_delay (vol->pool);
+      r = fill_run_locked (vol, lb, k);
+      filled = true;
+    }
+    for (unsigned i = 0; i < k; i++)
+      pc_rangelock_unlock (&tok[i]);
+    lb += k ? k : 1;
+  }
+  if (!filled) ostat_add (&v->ostats.local_reads, 1);
+  return r;
+}
+
+/* Does this piece cover its whole block (the volume's last block counts
+ * whole up to the volume's end)? */
+static bool
+whole_piece (struct pc_volume *vol, const struct piece *pc)
+{
+  uint64_t start = pc->lblock << vol->pool->block_shift;
+  uint64_t left = vstate (vol)->size - start;
+
+  return pc->off == 0 &&
+    pc->len == (left < vol->pool->block_size ? left : vol->pool->block_size);
+}
+
+/* For a write of pc into an unmapped block whose allocation lock the caller
+ * holds: a from-origin block the write covers only partly is filled first. */
+static int
+fill_for_partial (struct pc_volume *vol, const struct piece *pc)
+{
+  if (!from_origin (vstate (vol), pc->lblock) || whole_piece (vol, pc))
+    return 0;
+  return fill_run_locked (vol, pc->lblock, 1);
+}
+
+/* Reads from a pool opened read-only cannot keep what they fetch: the
+ * from-origin blocks of [offset, offset+count) are read straight into buf
+ * (after the pool's part was read). */
+static int
+read_through (struct pc_volume *vol, char *buf, uint64_t count,
+              uint64_t offset)
+{
+  struct pc_vol_state *v = vstate (vol);
+  unsigned shift = vol->pool->block_shift;
+  uint64_t end = offset + count, lb = offset >> shift;
+  int r = 0;
+
+  for (; r == 0 && (lb << shift) < end; lb++) {
+    uint64_t a = lb << shift, b = (lb + 1) << shift;
+    if (!from_origin (v, lb)) continue;
+    if (a < offset) a = offset;
+    if (b > end) b = end;
+    r = v->origin ? pc_origin_pread (v->origin, buf + (a - offset), b - a, a)
+                  : no_origin_error (v);
+  }
+  return r;
 }
 
 /* ---- read ---- */
@@ -471,8 +701,16 @@ read_range (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
   w.npages = w.nops = w.nbounce = 0;
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0)
     return r;
-  r = for_each_piece (vol, count, offset, read_piece, &w);
+  if (vstate (vol)->omap && !vol->pool->readonly) {
+    uint64_t first, n;
+    block_span (vol, count, offset, &first, &n);
+    r = origin_fill (vol, first, n);                /* V6 */
+  }
+  if (r == 0)
+    r = for_each_piece (vol, count, offset, read_piece, &w);
   r2 = window_flush (&w, r == 0);
+  if (r == 0 && r2 == 0 && buf && vstate (vol)->omap && vol->pool->readonly)
+    r2 = read_through (vol, buf, count, offset);
   pc_rangelock_unlock (&tok);
   return r < 0 ? r : r2;
 }
@@ -497,6 +735,8 @@ cached_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   uint32_t lo = pc->off, end = pc->off + pc->len;
 
+  if (from_origin (vstate (vol), pc->lblock))
+    return -EAGAIN;                             /* needs the origin */
   if (pc_blockmap_get (vstate (vol)->map, pc->lblock) == PC_NO_BLOCK)
     return hole_piece (vol, pc, buf + pc->pos) == PC_NO_BLOCK ? 0 : -EAGAIN;
   for (; lo < end; p++) {
@@ -525,6 +765,8 @@ pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
     return -EAGAIN;
   r = for_each_piece (vol, count, offset, cached_piece, buf);
   pc_rangelock_unlock (&tok);
+  if (r == 0 && vstate (vol)->omap)
+    ostat_add (&vstate (vol)->ostats.local_reads, 1);
   return r;
 }
 
@@ -658,6 +900,11 @@ write_or_allocate (struct pc_volume *vol, const struct piece *pc,
   r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok, pc->lblock, 1);
   if (r < 0) return pc_error (r, "allocation lock: %s", strerror (-r));
   pb = pc_blockmap_get (v->map, pc->lblock);     /* another writer won? */
+  if (pb == PC_NO_BLOCK && (r = fill_for_partial (vol, pc)) < 0) {
+    pc_rangelock_unlock (&tok);
+    return r;
+  }
+  pb = pc_blockmap_get (v->map, pc->lblock);
   r = pb != PC_NO_BLOCK ? write_piece_in_place (vol, pc, src, pb)
                         : allocate_block (vol, pc, src);
   pc_rangelock_unlock (&tok);
@@ -809,6 +1056,11 @@ write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
     r = pc_rangelock_lock_exclusive (v->alloc_lock, &p->tok, pc->lblock, 1);
     if (r < 0) return pc_error (r, "allocation lock: %s", strerror (-r));
     p->pb = pc_blockmap_get (v->map, pc->lblock);   /* another writer won? */
+    if (p->pb == PC_NO_BLOCK && (r = fill_for_partial (vol, pc)) < 0) {
+      pc_rangelock_unlock (&p->tok);
+      return r;
+    }
+    p->pb = pc_blockmap_get (v->map, pc->lblock);
     if (p->pb != PC_NO_BLOCK)
       pc_rangelock_unlock (&p->tok);
     else if ((r = alloc_begin (vol, pc->lblock,
@@ -869,8 +1121,9 @@ page_base (struct pc_volume *vol, uint64_t lblock, uint32_t p, char *base)
  * nowait (the fast path): only with the lock free at once and one look at
  * the count; -EAGAIN where the blocking form would wait. */
 static int
-reserve_block (struct pc_volume *vol, uint64_t lblock, bool nowait)
+reserve_block (struct pc_volume *vol, const struct piece *pc, bool nowait)
 {
+  uint64_t lblock = pc->lblock;
   struct pc_vol_state *v = vstate (vol);
   struct pc_range_token tok;
   int r;
@@ -884,7 +1137,9 @@ reserve_block (struct pc_volume *vol, uint64_t lblock, bool nowait)
     return r;
   if (r < 0)
     return pc_error (-r, "allocation lock: %s", strerror (-r));
-  if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
+  if (from_origin (v, lblock) && !whole_piece (vol, pc))
+    r = nowait ? -EAGAIN : fill_run_locked (vol, lblock, 1);
+  if (r == 0 && pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
       pc_blockmap_get (v->resv, lblock) == PC_NO_BLOCK) {
     r = nowait ? pc_wb_try_reserve (vol->pool) : pc_wb_reserve (vol->pool);
     if (r == -ENOSPC)
@@ -906,7 +1161,7 @@ wb_write_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   int r;
 
-  if ((r = reserve_block (vol, pc->lblock, false)) < 0)
+  if ((r = reserve_block (vol, pc, false)) < 0)
     return r;
   for (; lo < end; p++) {
     uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
@@ -973,6 +1228,44 @@ wb_write (struct pc_volume *vol, const void *buf, uint64_t count,
   return r;
 }
 
+/* ---- writethrough origins: the origin first, then the pool ----
+ * An update goes to the origin before it completes, then into the pool
+ * (which keeps it cached).  Overlapping updates hold the volume's
+ * writethrough lock exclusive over their blocks across both, so the
+ * origin and the pool see them in the same order. */
+
+static bool
+writethrough (struct pc_volume *vol)
+{
+  struct pc_vol_state *v = vstate (vol);
+
+  return v->omap && v->omap->desc.mode == PC_ORIGIN_WRITETHROUGH;
+}
+
+static int
+wt_lock (struct pc_volume *vol, struct pc_range_token *tok, uint64_t count,
+         uint64_t offset)
+{
+  uint64_t first, n;
+  int r;
+
+  if (vstate (vol)->origin == NULL)
+    return no_origin_error (vstate (vol));
+  block_span (vol, count, offset, &first, &n);
+  r = pc_rangelock_lock_exclusive (vstate (vol)->wt_lock, tok, first, n);
+  return r < 0 ? pc_error (-r, "writethrough lock: %s", strerror (-r)) : 0;
+}
+
+static int
+wt_failed (struct pc_volume *vol, const char *what)
+{
+  char why[400];
+
+  snprintf (why, sizeof why, "%s", pc_last_error ());
+  return pc_error (EIO, "volume '%s': %s on its origin failed: %s",
+                   vstate (vol)->name, what, why);
+}
+
 /* ---- writes without waiting (the asynchronous core's fast path) ---- */
 
 static int
@@ -983,7 +1276,7 @@ wb_piece_nowait (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t p = pc->off >> PC_CACHE_PAGE_SHIFT;
   int r;
 
-  if ((r = reserve_block (vol, pc->lblock, true)) < 0)
+  if ((r = reserve_block (vol, pc, true)) < 0)
     return r;
   for (; lo < end; p++) {
     uint32_t hi = (p + 1) << PC_CACHE_PAGE_SHIFT;
@@ -1017,7 +1310,8 @@ pc_write_nowait (struct pc_volume *vol, const void *buf, uint64_t count,
 
   if ((r = check_writable (vol)) < 0) return r;
   if ((r = check_range (vol, count, offset)) < 0) return r;
-  if ((flags & PC_FUA) || pc_wb_over_limit (pool, page_count (count, offset)))
+  if ((flags & PC_FUA) || writethrough (vol) ||
+      pc_wb_over_limit (pool, page_count (count, offset)))
     return -EAGAIN;
   block_span (vol, count, offset, &first, &n);
   if (pc_rangelock_trylock_shared (vstate (vol)->inval, &tok, first, n) < 0)
@@ -1028,16 +1322,14 @@ pc_write_nowait (struct pc_volume *vol, const void *buf, uint64_t count,
   return r;
 }
 
-int
-pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
-          uint64_t offset, unsigned flags)
+static int
+local_write (struct pc_volume *vol, const void *buf, uint64_t count,
+             uint64_t offset, unsigned flags)
 {
   struct write_window w;
   struct pc_range_token tok;
   int r;
 
-  if ((r = check_writable (vol)) < 0) return r;
-  if ((r = check_range (vol, count, offset)) < 0) return r;
   if (vol->pool->wb)
     return wb_write (vol, buf, count, offset, flags);
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0) return r;
@@ -1053,24 +1345,53 @@ pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
   return r < 0 ? r : finish_update (vol, flags);
 }
 
+int
+pc_write (struct pc_volume *vol, const void *buf, uint64_t count,
+          uint64_t offset, unsigned flags)
+{
+  struct pc_range_token tok;
+  int r;
+
+  if ((r = check_writable (vol)) < 0) return r;
+  if ((r = check_range (vol, count, offset)) < 0) return r;
+  if (!writethrough (vol))
+    return local_write (vol, buf, count, offset, flags);
+  if ((r = wt_lock (vol, &tok, count, offset)) < 0) return r;
+  r = pc_origin_pwrite (vstate (vol)->origin, buf, count, offset,
+                        flags & PC_FUA);
+  r = r < 0 ? wt_failed (vol, "a write")
+            : local_write (vol, buf, count, offset, flags);
+  pc_rangelock_unlock (&tok);
+  return r;
+}
+
 /* ---- trim and zero ---- */
 
 /* Under the block's allocation lock, like every change of v->resv: the
  * invalidate lock exclusive already keeps writes and write-back out, but
  * not with the debug switch that removes it, and the count must stay
  * right even then (only the race being tested may go wrong). */
-static void
+static int
 release_reservation (struct pc_volume *vol, uint64_t lblock)
 {
   struct pc_vol_state *v = vstate (vol);
   struct pc_range_token tok;
+  int r;
 
   if (pc_rangelock_lock_exclusive (v->alloc_lock, &tok, lblock, 1) < 0)
-    return;
+    return -EDEADLK;
+  /* With an origin, the block is punched first: never from-origin again
+   * (and never between the two: omap.c M2). */
+  if (v->omap && pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
+      (r = pc_omap_mark (vol->pool, v, lblock)) < 0) {
+    pc_rangelock_unlock (&tok);
+    return r;
+  }
   if (pc_blockmap_get (v->map, lblock) == PC_NO_BLOCK &&
       pc_blockmap_clear (v->resv, lblock) != PC_NO_BLOCK)
     pc_wb_unreserve (vol->pool);
   pc_rangelock_unlock (&tok);
+  return 0;
 }
 
 static int
@@ -1086,22 +1407,38 @@ punch_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
       !(pc->off == 0 &&
         (pc->lblock << pool->block_shift) + pc->len == v->size)) {
     pb = pc_blockmap_get (v->map, pc->lblock);
+    if (pb == PC_NO_BLOCK && from_origin (v, pc->lblock)) {
+      /* Part of a from-origin block: its other bytes are the origin's. */
+      struct pc_range_token tok;
+      int r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok, pc->lblock, 1);
+      if (r < 0) return pc_error (-r, "allocation lock: %s", strerror (-r));
+      r = from_origin (v, pc->lblock) ? fill_run_locked (vol, pc->lblock, 1) : 0;
+      pc_rangelock_unlock (&tok);
+      if (r < 0) return r;
+      pb = pc_blockmap_get (v->map, pc->lblock);
+    }
     if (pb == PC_NO_BLOCK) {
       /* A reserved block whose last dirty page this punch dropped needs
        * its reservation no more (W4). */
       if (pc_blockmap_get (v->resv, pc->lblock) != PC_NO_BLOCK &&
           !pc_cache_has_dirty (pool->cache, page_key (vol, pc->lblock, 0),
                                pool->block_size >> PC_CACHE_PAGE_SHIFT))
-        release_reservation (vol, pc->lblock);
+        return release_reservation (vol, pc->lblock);
       return 0;
     }
     return pc_io_punch (&pool->io, pc->len,
                         pc_data_offset (pool, pb) + pc->off);
   }
+  /* With an origin: punched before unmapped (omap.c M2), so no commit
+   * can hold the block unmapped but not punched (origin data back). */
+  if (v->omap && !pc_omap_test (v->omap, pc->lblock)) {
+    int r = pc_omap_mark (pool, v, pc->lblock);
+    if (r < 0) return r;
+  }
   pb = pc_blockmap_clear (v->map, pc->lblock);  /* new readers see a hole */
   if (pb == PC_NO_BLOCK) {
     if (pc_blockmap_get (v->resv, pc->lblock) != PC_NO_BLOCK)
-      release_reservation (vol, pc->lblock);    /* its pages are dropped */
+      return release_reservation (vol, pc->lblock);  /* pages dropped */
     return 0;
   }
   /* Reusable, and punched (host space back), by the next commit. */
@@ -1162,19 +1499,54 @@ punch_range (struct pc_volume *vol, uint64_t count, uint64_t offset,
   return r < 0 ? r : finish_update (vol, flags);
 }
 
+/* A punch of a writethrough volume makes the origin read zeros first (a
+ * trim too: the pool will read zeros there, and the origin must agree). */
+static int
+punch_through (struct pc_volume *vol, uint64_t count, uint64_t offset,
+               unsigned flags, piece_fn fn)
+{
+  struct pc_range_token tok;
+  int r;
+
+  if (!writethrough (vol))
+    return punch_range (vol, count, offset, flags, fn);
+  if ((r = check_writable (vol)) < 0) return r;
+  if ((r = check_range (vol, count, offset)) < 0) return r;
+  if ((r = wt_lock (vol, &tok, count, offset)) < 0) return r;
+  r = pc_origin_zero (vstate (vol)->origin, count, offset, flags & PC_FUA);
+  r = r < 0 ? wt_failed (vol, "zeroing")
+            : punch_range (vol, count, offset, flags, fn);
+  pc_rangelock_unlock (&tok);
+  return r;
+}
+
 int
 pc_trim (struct pc_volume *vol, uint64_t count, uint64_t offset,
          unsigned flags)
 {
-  return punch_range (vol, count, offset, flags, punch_piece);
+  return punch_through (vol, count, offset, flags, punch_piece);
 }
 
 int
 pc_zero (struct pc_volume *vol, uint64_t count, uint64_t offset,
          unsigned flags)
 {
-  return punch_range (vol, count, offset, flags,
-                      (flags & PC_NO_HOLE) ? zero_piece : punch_piece);
+  return punch_through (vol, count, offset, flags,
+                        (flags & PC_NO_HOLE) ? zero_piece : punch_piece);
+}
+
+int
+pc_volume_flush (struct pc_volume *vol)
+{
+  struct pc_vol_state *v = vstate (vol);
+
+  if (writethrough (vol)) {
+    if (v->origin == NULL)
+      return no_origin_error (v);
+    if (pc_origin_flush (v->origin) < 0)
+      return wt_failed (vol, "a flush");
+  }
+  return pc_pool_flush (vol->pool);
 }
 
 int
@@ -1213,6 +1585,51 @@ emit (struct pc_volume *vol, struct extent_walk *w, uint64_t lb_from,
   return a < b ? w->fn (w->opaque, a, b - a, hole) : 0;
 }
 
+struct origin_walk {
+  struct pc_volume *vol;
+  struct extent_walk *w;
+};
+
+static int
+origin_extent (void *opaque, uint64_t off, uint64_t len, bool zero)
+{
+  struct origin_walk *ow = opaque;
+
+  return len ? ow->w->fn (ow->w->opaque, off, len, zero) : 0;
+}
+
+/* Unmapped, unreserved blocks [lb, end) of a volume with an origin:
+ * punched runs are holes; from-origin runs are what the origin says (V7:
+ * zeros only where it says so; data if it cannot be asked). */
+static int
+origin_holes (struct pc_volume *vol, struct extent_walk *w, uint64_t lb,
+              uint64_t end)
+{
+  struct pc_vol_state *v = vstate (vol);
+  unsigned shift = vol->pool->block_shift;
+  int r = 0;
+
+  while (r == 0 && lb < end) {
+    bool punched = pc_omap_test (v->omap, lb);
+    uint64_t next = lb + 1;
+    while (next < end && pc_omap_test (v->omap, next) == punched)
+      next++;
+    if (punched || v->origin == NULL)
+      r = emit (vol, w, lb, next, punched);
+    else {
+      uint64_t a = lb << shift, b = next << shift;
+      struct origin_walk ow = { vol, w };
+      if (a < w->start) a = w->start;
+      if (b > w->end) b = w->end;
+      if (a < b &&
+          pc_origin_extents (v->origin, b - a, a, origin_extent, &ow) < 0)
+        r = -EIO;
+    }
+    lb = next;
+  }
+  return r;
+}
+
 int
 pc_extents (struct pc_volume *vol, uint64_t count, uint64_t offset,
             int (*fn) (void *, uint64_t, uint64_t, bool), void *opaque)
@@ -1235,7 +1652,8 @@ pc_extents (struct pc_volume *vol, uint64_t count, uint64_t offset,
     uint64_t rnext = pc_blockmap_next_mapped (resv, lb, next);
     if (rnext != PC_NO_BLOCK && rnext < next) next = rnext;
     if (next > lb) {                            /* hole run */
-      r = emit (vol, &w, lb, next, true);
+      r = vstate (vol)->omap ? origin_holes (vol, &w, lb, next)
+                             : emit (vol, &w, lb, next, true);
       lb = next;
       continue;
     }

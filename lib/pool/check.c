@@ -38,7 +38,8 @@ verify_structures (struct pc_pool *pool,
 
   for (s = 0; s < PC_MAX_VOLUMES; s++) {
     if (!pool->vols[s].in_use) continue;
-    mapped += pc_blockmap_count (pool->vols[s].map);
+    mapped += pc_blockmap_count (pool->vols[s].map) +
+      pc_omap_blocks (pool->vols[s].omap);     /* origin records */
     if (pc_blockmap_verify (pool->vols[s].map) < 0) {
       snprintf (msg, sizeof msg, "volume '%s': block map is inconsistent",
                 pool->vols[s].name);
@@ -48,7 +49,7 @@ verify_structures (struct pc_pool *pool,
   pc_alloc_get_stats (pool->alloc, &st);
   if (pc_alloc_verify (pool->alloc) < 0 || st.used + st.pending != mapped) {
     snprintf (msg, sizeof msg, "allocator disagrees with the maps: %" PRIu64
-              " blocks in use, %" PRIu64 " mapped", st.used + st.pending,
+              " blocks in use, %" PRIu64 " mapped (or origin records)", st.used + st.pending,
               mapped);
     report (opaque, msg); n++;
   }

@@ -185,7 +185,7 @@ pc_sb_encode (const struct pc_superblock *sb, void *page)
 
   memset (p, 0, PC_PAGE_SIZE);
   memcpy (p, PC_SB_MAGIC, 8);
-  pc_put_le32 (p + 8, PC_FORMAT_VERSION);
+  pc_put_le32 (p + 8, sb->version ? sb->version : PC_FORMAT_VERSION);
   pc_put_le64 (p + 16, sb->generation);
   pc_put_le32 (p + 24, sb->block_size);
   pc_put_le32 (p + 28, sb->journal_pages);
@@ -277,7 +277,7 @@ pc_sb_decode (const void *page, struct pc_superblock *sb,
                 "this program supports (%u)", version, PC_FORMAT_VERSION);
   if (pc_get_le32 (p + SB_CRC_OFF) != pc_page_crc_without (p, SB_CRC_OFF))
     return bad (why, whylen, "checksum mismatch");
-  if (version != PC_FORMAT_VERSION)
+  if (version < PC_FORMAT_VERSION_MIN)
     return bad (why, whylen, "unknown format version %" PRIu32, version);
   for (i = SB_USED_BYTES; i < PC_PAGE_SIZE; i++)
     if (p[i] != 0)
@@ -453,4 +453,126 @@ pc_rmap_put (void *page, unsigned idx, uint64_t entry)
   if (idx >= PC_RMAP_PER_PAGE)
     return;
   pc_put_le64 ((uint8_t *) page + META_HDR + (size_t) idx * 8, entry);
+}
+
+/* ---- origin records ---- */
+
+int
+pc_origin_uri_valid (const char *uri)
+{
+  size_t n = strnlen (uri, PC_ORIGIN_URI_MAX + 1);
+
+  if (n == 0 || n > PC_ORIGIN_URI_MAX)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (uri[i] < 0x21 || uri[i] > 0x7e)
+      return 0;
+  return 1;
+}
+
+#define OD_CRC_OFF 8
+
+int
+pc_origin_desc_encode (const struct pc_origin_desc *d, void *page)
+{
+  uint8_t *p = page;
+  size_t n = strlen (d->uri);
+
+  if (!pc_origin_uri_valid (d->uri) || d->mode > PC_ORIGIN_WRITETHROUGH)
+    return -EINVAL;
+  memset (p, 0, PC_PAGE_SIZE);
+  memcpy (p, PC_ORIGIN_DESC_MAGIC, 8);
+  pc_put_le32 (p + 12, d->slot);
+  pc_put_le32 (p + 16, d->mode);
+  pc_put_le32 (p + 20, (uint32_t) n);
+  pc_put_le64 (p + 24, d->size);
+  memcpy (p + PC_OMAP_HEADER, d->uri, n);
+  pc_put_le32 (p + OD_CRC_OFF, pc_page_crc_without (p, OD_CRC_OFF));
+  return 0;
+}
+
+int
+pc_origin_desc_decode (const void *page, struct pc_origin_desc *d,
+                       char *why, size_t whylen)
+{
+  const uint8_t *p = page;
+  uint32_t n;
+  size_t i;
+
+  if (memcmp (p, PC_ORIGIN_DESC_MAGIC, 8) != 0)
+    return bad (why, whylen, "bad magic (not an origin descriptor)");
+  if (pc_get_le32 (p + OD_CRC_OFF) != pc_page_crc_without (p, OD_CRC_OFF))
+    return bad (why, whylen, "checksum mismatch");
+  d->slot = pc_get_le32 (p + 12);
+  d->mode = pc_get_le32 (p + 16);
+  n = pc_get_le32 (p + 20);
+  d->size = pc_get_le64 (p + 24);
+  if (d->slot >= PC_MAX_VOLUMES)
+    return bad (why, whylen, "volume slot %" PRIu32 " out of range", d->slot);
+  if (d->mode > PC_ORIGIN_WRITETHROUGH)
+    return bad (why, whylen, "unknown origin mode %" PRIu32, d->mode);
+  if (n == 0 || n > PC_ORIGIN_URI_MAX)
+    return bad (why, whylen, "origin URI length %" PRIu32 " out of range", n);
+  if (d->size == 0 || d->size > PC_MAX_VOLUME_BYTES)
+    return bad (why, whylen, "origin size %" PRIu64 " out of range", d->size);
+  for (i = 32; i < PC_OMAP_HEADER; i++)
+    if (p[i] != 0)
+      return bad (why, whylen, "reserved byte %zu is not zero", i);
+  for (i = PC_OMAP_HEADER + n; i < PC_PAGE_SIZE; i++)
+    if (p[i] != 0)
+      return bad (why, whylen, "byte %zu after the URI is not zero", i);
+  memcpy (d->uri, p + PC_OMAP_HEADER, n);
+  d->uri[n] = '\0';
+  if (!pc_origin_uri_valid (d->uri))
+    return bad (why, whylen, "origin URI holds a character that is not "
+                "printable ASCII");
+  return 0;
+}
+
+#define OM_CRC_OFF 8
+
+static uint32_t
+block_crc_without (const uint8_t *p, uint32_t bs)
+{
+  static const uint8_t zero4[4];
+  uint32_t c = pc_crc32c (0, p, OM_CRC_OFF);
+
+  c = pc_crc32c (c, zero4, 4);
+  return pc_crc32c (c, p + OM_CRC_OFF + 4, bs - OM_CRC_OFF - 4);
+}
+
+void
+pc_omap_chunk_seal (void *block, uint32_t block_size, uint32_t slot,
+                    uint64_t index)
+{
+  uint8_t *p = block;
+
+  memset (p, 0, PC_OMAP_HEADER);
+  memcpy (p, PC_OMAP_MAGIC, 8);
+  pc_put_le32 (p + 12, slot);
+  pc_put_le64 (p + 16, index);
+  pc_put_le32 (p + OM_CRC_OFF, block_crc_without (p, block_size));
+}
+
+int
+pc_omap_chunk_check (const void *block, uint32_t block_size, uint32_t slot,
+                     uint64_t index, char *why, size_t whylen)
+{
+  const uint8_t *p = block;
+  size_t i;
+
+  if (memcmp (p, PC_OMAP_MAGIC, 8) != 0)
+    return bad (why, whylen, "bad magic (not a punched-map block)");
+  if (pc_get_le32 (p + OM_CRC_OFF) != block_crc_without (p, block_size))
+    return bad (why, whylen, "checksum mismatch");
+  if (pc_get_le32 (p + 12) != slot)
+    return bad (why, whylen, "names volume slot %" PRIu32 ", owned by slot %"
+                PRIu32, pc_get_le32 (p + 12), slot);
+  if (pc_get_le64 (p + 16) != index)
+    return bad (why, whylen, "names chunk %" PRIu64 ", owned as chunk %" PRIu64,
+                pc_get_le64 (p + 16), index);
+  for (i = 24; i < PC_OMAP_HEADER; i++)
+    if (p[i] != 0)
+      return bad (why, whylen, "reserved byte %zu is not zero", i);
+  return 0;
 }

@@ -24,6 +24,8 @@
 #include "punchcache/punchcache.h"
 #include "punchcache/rangelock.h"
 
+struct pc_origin;
+
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the in-RAM reverse map is stored in on-disk (little-endian) order"
 #endif
@@ -47,6 +49,13 @@ struct pc_vol_state {
    * allocation, writeback.c W4): lblock -> 1.  Changed under the block's
    * allocation lock, or the invalidate lock exclusive (punches). */
   struct pc_blockmap *resv;
+  /* The origin (issue 15): its record and punched map (lib/pool/omap.c;
+   * NULL = no origin), and the core's live client of it (lib/core; the
+   * pool never calls it).  Change only while the volume is not open. */
+  struct pc_omap *omap;
+  struct pc_origin *origin;
+  struct pc_rangelock *wt_lock;   /* core: orders writethrough updates */
+  struct pc_origin_fill_stats ostats;   /* core: atomic counters */
 };
 
 struct pc_volume {
@@ -123,6 +132,38 @@ struct pc_pool {
   pthread_cond_t commit_cond;
 };
 
+/* omap.c (origin records and punched map) */
+struct pc_omap_chunk;
+struct pc_omap {
+  struct pc_origin_desc desc;   /* URI, mode, size (vol_mutex) */
+  uint64_t desc_pb;             /* its block, or PC_NO_BLOCK */
+  uint64_t bits;                /* logical blocks per chunk */
+  uint64_t nchunks;
+  struct pc_omap_chunk **chunk; /* NULL = nothing punched in its range */
+};
+struct pc_omap_write { void *buf; uint64_t pb; };
+struct pc_omap_out { struct pc_omap_write *w; unsigned n, cap; };
+int pc_omap_create (struct pc_pool *pool, struct pc_vol_state *v,
+                    struct pc_omap **out);
+void pc_omap_destroy (struct pc_pool *pool, struct pc_omap *m);
+/* Is lblock punched?  Lock-free. */
+bool pc_omap_test (const struct pc_omap *m, uint64_t lblock);
+/* Mark lblock punched (may take a block for the chunk's next copy: M1).
+ * 0, -ENOSPC, -ENOMEM. */
+int pc_omap_mark (struct pc_pool *pool, struct pc_vol_state *v,
+                  uint64_t lblock);
+int pc_omap_snapshot_locked (struct pc_pool *pool, struct pc_omap_out *out);
+int pc_omap_write_out (struct pc_pool *pool, struct pc_omap_out *out,
+                       bool do_io);
+int pc_omap_load_entry (struct pc_pool *pool, unsigned slot, uint64_t k,
+                        uint64_t pb, char *why, size_t whylen);
+int pc_omap_load_blocks (struct pc_pool *pool, unsigned slot, char *why,
+                         size_t whylen);
+int pc_omap_free_blocks (struct pc_pool *pool, struct pc_omap *m);
+void pc_omap_count (const struct pc_vol_state *v, uint64_t *punched,
+                    uint64_t *from_origin);
+uint64_t pc_omap_blocks (const struct pc_omap *m);
+
 /* prepared.c */
 /* A free data block for an allocating write, and whether it is known to
  * read as zeros (*clean).  0 or -ENOSPC (no message: the caller says which
@@ -159,6 +200,13 @@ pc_now_ns (void)                             /* CLOCK_MONOTONIC */
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);
+void pc_store_set_owner_locked (struct pc_pool *pool, uint64_t pblock,
+                                uint64_t entry);   /* meta_mutex held */
+void pc_store_free_block_locked (struct pc_pool *pool, uint64_t pblock);
+int pc_store_write_superblock (struct pc_pool *pool); /* commit_mutex held */
+int pc_store_find_volume_locked (struct pc_pool *pool, const char *name);
+int pc_store_lookup_unused_locked (struct pc_pool *pool, const char *name,
+                                   int *slot);        /* vol_mutex held */
 int pc_store_set_owner (struct pc_pool *pool, uint64_t pblock, uint64_t entry);
 int pc_store_free_block (struct pc_pool *pool, uint64_t pblock);
 uint64_t pc_store_ndirty (struct pc_pool *pool);

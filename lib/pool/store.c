@@ -90,6 +90,31 @@ mark_dirty_locked (struct pc_pool *pool, uint32_t page_no)
   pool->dirty[pool->ndirty++] = page_no;
 }
 
+void
+pc_store_set_owner_locked (struct pc_pool *pool, uint64_t pblock,
+                           uint64_t entry)
+{
+  uint32_t page_no = pc_rmap_page_of (pblock);
+  uint8_t *page = page_get_or_create_locked (pool, page_no);
+
+  if (page) {                   /* NULL: only when it was all zero before */
+    pc_rmap_put (page, pc_rmap_index_of (pblock), entry);
+    mark_dirty_locked (pool, page_no);
+  }
+}
+
+void
+pc_store_free_block_locked (struct pc_pool *pool, uint64_t pblock)
+{
+  uint32_t page_no = pc_rmap_page_of (pblock);
+
+  if (pool->pages[page_no]) {
+    pc_rmap_put (pool->pages[page_no], pc_rmap_index_of (pblock), 0);
+    mark_dirty_locked (pool, page_no);
+  }
+  pc_alloc_defer (pool->alloc, pblock, pool->epoch);
+}
+
 int
 pc_store_set_owner (struct pc_pool *pool, uint64_t pblock, uint64_t entry)
 {
@@ -151,8 +176,8 @@ set_vol_entry (struct pc_pool *pool, unsigned slot,
 /* ---------------------------------------------------------------------- */
 /* Superblock and commits. */
 
-static int
-write_superblock (struct pc_pool *pool)
+int
+pc_store_write_superblock (struct pc_pool *pool)
 {
   uint8_t page[PC_PAGE_SIZE];
   int r;
@@ -171,10 +196,11 @@ journal_reset (struct pc_pool *pool, uint64_t next_seq)
   pool->sb.journal_tail = 0;
   pool->sb.journal_seq = next_seq;
   pool->journal_head = 0;
-  return write_superblock (pool);
+  return pc_store_write_superblock (pool);
 }
 
 struct snapshot {
+  struct pc_omap_out omap;      /* punched-map chunks to write first */
   uint64_t n;
   uint32_t *page_nos;
   uint8_t *images;
@@ -194,6 +220,10 @@ take_snapshot (struct pc_pool *pool, struct snapshot *s)
   uint64_t i;
 
   pthread_mutex_lock (&pool->meta_mutex);
+  if (pc_omap_snapshot_locked (pool, &s->omap) < 0) {   /* omap.c M2 */
+    pthread_mutex_unlock (&pool->meta_mutex);
+    return -ENOMEM;
+  }
   s->n = pool->ndirty;
   s->page_nos = malloc ((s->n ?: 1) * sizeof *s->page_nos);
   s->images = aligned_alloc (PC_PAGE_SIZE, (s->n ?: 1) * PC_PAGE_SIZE);
@@ -289,8 +319,13 @@ commit_locked (struct pc_pool *pool)
 
   __atomic_store_n (&pool->data_dirty, false, __ATOMIC_SEQ_CST);
   r = take_snapshot (pool, &s);
-  if (r < 0) return r;
-  r = pc_io_sync (&pool->io);                        /* ST1 */
+  if (r < 0) {
+    pc_omap_write_out (pool, &s.omap, false);
+    return r;
+  }
+  r = pc_omap_write_out (pool, &s.omap, true);   /* before ST1's sync */
+  if (r == 0)
+    r = pc_io_sync (&pool->io);                      /* ST1 */
   for (done = 0; r == 0 && done < s.n; ) {
     uint32_t n = (uint32_t) (s.n - done < pool->txn_max ? s.n - done
                                                         : pool->txn_max);
@@ -729,10 +764,12 @@ create_vol_state (struct pc_pool *pool, unsigned slot,
   if (r == 0) r = pc_blockmap_create (nblocks ?: 1, &v->resv);
   if (r == 0) r = pc_rangelock_create (&v->inval);
   if (r == 0) r = pc_rangelock_create (&v->alloc_lock);
+  if (r == 0) r = pc_rangelock_create (&v->wt_lock);
   if (r < 0) {
     if (v->map) pc_blockmap_destroy (v->map);
     if (v->resv) pc_blockmap_destroy (v->resv);
     if (v->inval) pc_rangelock_destroy (v->inval);
+    if (v->alloc_lock) pc_rangelock_destroy (v->alloc_lock);
     memset (v, 0, sizeof *v);
     return pc_error (r, "out of memory for volume %s", e->name);
   }
@@ -741,9 +778,11 @@ create_vol_state (struct pc_pool *pool, unsigned slot,
 }
 
 static void
-destroy_vol_state (struct pc_vol_state *v)
+destroy_vol_state (struct pc_pool *pool, struct pc_vol_state *v)
 {
   if (!v->in_use) return;
+  pc_omap_destroy (pool, v->omap);
+  if (v->wt_lock) pc_rangelock_destroy (v->wt_lock);
   pc_blockmap_destroy (v->map);
   pc_blockmap_destroy (v->resv);
   pc_rangelock_destroy (v->inval);
@@ -751,8 +790,8 @@ destroy_vol_state (struct pc_vol_state *v)
   memset (v, 0, sizeof *v);
 }
 
-static int
-find_volume_locked (struct pc_pool *pool, const char *name)
+int
+pc_store_find_volume_locked (struct pc_pool *pool, const char *name)
 {
   unsigned s;
 
@@ -781,7 +820,7 @@ load_volumes (struct loader *ld)
     }
     if (!(e.flags & PC_VOL_IN_USE))
       continue;
-    if (find_volume_locked (pool, e.name) >= 0) {
+    if (pc_store_find_volume_locked (pool, e.name) >= 0) {
       problem (ld, "volume name '%s' appears twice in the volume table "
                "(slot %u)", e.name, s);
       continue;
@@ -812,6 +851,21 @@ load_entry (struct loader *ld, uint64_t pb, uint64_t e, uint64_t *reclaimed)
   if (pb >= pool->sb.nblocks) {
     problem (ld, "reverse map entry for physical block %" PRIu64 " lies past "
              "the end of the pool (%" PRIu64 " blocks)", pb, pool->sb.nblocks);
+    return 0;
+  }
+  if (pc_rmap_lblock (e) >= PC_OMAP_LBLOCK_BASE &&
+      pc_rmap_slot (e) < PC_MAX_VOLUMES && pool->vols[pc_rmap_slot (e)].in_use) {
+    char why[256];
+    int r = pc_omap_load_entry (pool, pc_rmap_slot (e),
+                                pc_rmap_lblock (e) - PC_OMAP_LBLOCK_BASE, pb,
+                                why, sizeof why);
+    if (r == -ENOMEM) return pc_error (ENOMEM, "out of memory");
+    if (r < 0) {
+      problem (ld, "volume '%s': %s", pool->vols[pc_rmap_slot (e)].name, why);
+      return 0;
+    }
+    if (pc_alloc_mark_used (pool->alloc, pb) < 0)
+      return pc_error (EUCLEAN, "internal error loading block %" PRIu64, pb);
     return 0;
   }
   if (entry_unreachable (pool, e)) {
@@ -854,6 +908,26 @@ load_rmap (struct loader *ld, uint64_t *reclaimed)
     }
   }
   return r;
+}
+
+/* Origin records (omap.c): read and check each volume's. */
+static int
+load_origins (struct loader *ld)
+{
+  struct pc_pool *pool = ld->pool;
+  char why[320];
+  int r;
+
+  for (unsigned s = 0; s < PC_MAX_VOLUMES; s++) {
+    if (!pool->vols[s].in_use) continue;
+    r = pc_omap_load_blocks (pool, s, why, sizeof why);
+    if (r == -ENOMEM) return pc_error (ENOMEM, "out of memory");
+    if (r < 0) {
+      problem (ld, "volume '%s': %s", pool->vols[s].name, why);
+      if (must_stop (ld)) return 0;
+    }
+  }
+  return 0;
 }
 
 /* After replay (read-write opens): put replayed pages in place, then
@@ -915,6 +989,7 @@ pc_store_load (struct pc_pool *pool, const char *path, bool readonly,
   if ((r = load_meta_pages (&ld)) < 0 || must_stop (&ld)) goto out;
   if ((r = load_volumes (&ld)) < 0 || must_stop (&ld)) goto out;
   if ((r = load_rmap (&ld, &reclaimed)) < 0 || must_stop (&ld)) goto out;
+  if ((r = load_origins (&ld)) < 0 || must_stop (&ld)) goto out;
   if ((r = settle_journal (&ld, next_seq)) < 0) goto out;
   pool->next_seq = next_seq;
   if (reclaimed && !readonly)
@@ -936,7 +1011,7 @@ pc_store_free (struct pc_pool *pool)
 
   pc_wb_destroy (pool);               /* dirty pages die with the cache */
   for (s = 0; s < PC_MAX_VOLUMES; s++)
-    destroy_vol_state (&pool->vols[s]);
+    destroy_vol_state (pool, &pool->vols[s]);
   if (pool->pages)
     for (p = 0; p < pool->sb.meta_pages; p++)
       free (pool->pages[p]);
@@ -1160,6 +1235,12 @@ fill_vol_info (struct pc_pool *pool, unsigned slot, struct pc_volume_info *vi)
   vi->size = v->size;
   vi->allocated_blocks = pc_blockmap_count (v->map);
   vi->slot = slot;
+  if (v->omap) {
+    vi->has_origin = true;
+    vi->origin_mode = v->omap->desc.mode;
+    snprintf (vi->origin_uri, sizeof vi->origin_uri, "%s", v->omap->desc.uri);
+    pc_omap_count (v, &vi->punched_blocks, &vi->origin_blocks);
+  }
 }
 
 int
@@ -1224,7 +1305,7 @@ add_locked (struct pc_pool *pool, const char *name, uint64_t size)
                      name, PC_VOL_NAME_MAX);
   if ((r = check_volume_size (pool, name, size)) < 0)
     return r;
-  if (find_volume_locked (pool, name) >= 0)
+  if (pc_store_find_volume_locked (pool, name) >= 0)
     return pc_error (EEXIST, "volume '%s' already exists", name);
   for (s = 0; s < PC_MAX_VOLUMES && pool->vols[s].in_use; s++)
     ;
@@ -1268,12 +1349,12 @@ free_blocks_from (struct pc_pool *pool, struct pc_vol_state *v, uint64_t from)
   return r;
 }
 
-static int
-lookup_unused_locked (struct pc_pool *pool, const char *name, int *slot)
+int
+pc_store_lookup_unused_locked (struct pc_pool *pool, const char *name, int *slot)
 {
   if (pool->readonly)
     return pc_error (EROFS, "pool %s is open read-only", pool->path);
-  *slot = find_volume_locked (pool, name);
+  *slot = pc_store_find_volume_locked (pool, name);
   if (*slot < 0)
     return pc_error (ENOENT, "no volume named '%s' in pool %s", name,
                      pool->path);
@@ -1289,7 +1370,7 @@ remove_locked (struct pc_pool *pool, const char *name)
   struct pc_vol_state *v;
   int slot, r;
 
-  if ((r = lookup_unused_locked (pool, name, &slot)) < 0)
+  if ((r = pc_store_lookup_unused_locked (pool, name, &slot)) < 0)
     return r;
   v = &pool->vols[slot];
   /* Slot first: if we crash midway, the remaining blocks are unreachable
@@ -1299,7 +1380,8 @@ remove_locked (struct pc_pool *pool, const char *name)
   r = write_vol_entry (pool, (unsigned) slot);
   v->in_use = true;
   if (r == 0) r = free_blocks_from (pool, v, 0);
-  destroy_vol_state (v);
+  if (r == 0 && v->omap) r = pc_omap_free_blocks (pool, v->omap);
+  destroy_vol_state (pool, v);
   return r < 0 ? r : pc_store_commit (pool);
 }
 
@@ -1323,11 +1405,15 @@ resize_locked (struct pc_pool *pool, const char *name, uint64_t size)
   uint64_t nblocks;
   int slot, r;
 
-  if ((r = lookup_unused_locked (pool, name, &slot)) < 0)
+  if ((r = pc_store_lookup_unused_locked (pool, name, &slot)) < 0)
     return r;
   if ((r = check_volume_size (pool, name, size)) < 0)
     return r;
   v = &pool->vols[slot];
+  if (v->omap)
+    return pc_error (EINVAL, "volume '%s' reads through origin %s: its size "
+                     "is the origin's (detach it first)", name,
+                     v->omap->desc.uri);
   nblocks = (size + pool->block_size - 1) >> pool->block_shift;
   /* Size first: blocks past a shrunk end are unreachable (ST5). */
   v->size = size;
@@ -1366,7 +1452,7 @@ pc_volume_open (struct pc_pool *pool, const char *name, struct pc_volume **out)
   if (vol == NULL)
     return pc_error (ENOMEM, "out of memory");
   pthread_mutex_lock (&pool->vol_mutex);
-  slot = find_volume_locked (pool, name);
+  slot = pc_store_find_volume_locked (pool, name);
   if (slot >= 0)
     pool->vols[slot].open_count++;
   pthread_mutex_unlock (&pool->vol_mutex);
