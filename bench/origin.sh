@@ -378,7 +378,7 @@ serve () {
       local f=${s%-cor} extra=()
       [ "$s" != cow-cor ] || extra=(cow-on-read=true)
       [ "$s" != cache-cor ] || extra=(cache-on-read=true)
-      cmd_of[$s]="nbdkit -U SOCK --filter=$f nbd socket=ORIGIN.sock ${extra[*]}"
+      cmd_of[$s]="nbdkit -U SOCK --filter=$f nbd socket=ORIGIN.sock${extra[*]:+ ${extra[*]}}"
       start_nbdkit "$s" TMPDIR="$st" --filter="$f" nbd socket="$dir/o-$s.sock" \
         "${extra[@]}" ;;
     qemu)
@@ -515,6 +515,64 @@ kept () {
     'BEGIN { print (b * 100 < a || a == 0 && b == 0) ? "kept" : "reset" }'
 }
 
+# table HEAD CELL ROW... -- SERVER...: a markdown table with the header
+# cells HEAD ('|'-separated, left-aligned), then a right-aligned column per
+# SERVER (its label); one line per ROW: `CELL ROW` prints the row's own
+# cells (as HEAD), `CELL ROW SERVER` the cell of SERVER.
+table () {
+  local head=$1 cell=$2 rows=() r s i bars=${1//[^|]/}; shift 2
+  while [ "$1" != -- ]; do rows+=("$1"); shift; done; shift
+  printf '| %s |' "${head//|/ | }"
+  for s; do printf ' %s |' "${label[$s]}"; done; echo
+  printf '|'; for (( i = 0; i <= ${#bars}; i++ )); do printf -- '---|'; done
+  for s; do printf -- '---:|'; done; echo
+  for r in "${rows[@]}"; do
+    printf '| %s |' "$("$cell" "$r")"
+    for s; do printf ' %s |' "$("$cell" "$r" "$s")"; done; echo
+  done
+  echo
+}
+
+# The cells of the report's tables (see table).
+c_rate () {
+  if [ $# = 1 ]; then echo "${w_title[$1]} | ${w_unit[$1]}"
+  else commas "${val["$1|$2"]}"; fi
+}
+c_misc () {
+  if [ $# = 1 ]; then
+    case "$1" in
+      kept)  echo "warm data after a restart (6) | " ;;
+      local) echo "local storage after 2 | MiB" ;;
+      rss)   echo "peak RSS (server) | " ;;
+    esac
+  else
+    case "$1" in
+      kept)  kept "$2" ;;
+      local) mib1 $(( ${local_kb[$2]} * 1024 )) ;;
+      rss)   peak_rss "$2" ;;
+    esac
+  fi
+}
+ratio_of=""                           # c_ratio: the punchcache server
+c_ratio () {
+  if [ $# = 1 ]; then echo "${w_title[$1]}"
+  else ratio "${val["$1|$ratio_of"]}" "${val["$1|$2"]}"; fi
+}
+c_oread () {
+  if [ $# = 1 ]; then echo "${w_title[$1]}"
+  else echo "$(mib1 "${o_rd["$1|$2"]}") ($(commas "${o_rn["$1|$2"]}"))"; fi
+}
+c_owrite () {
+  if [ $# = 1 ]; then echo "$1"
+  else echo "$(mib1 "${o_wr["$1|$2"]}") ($(commas "${o_wn["$1|$2"]}"))"; fi
+}
+c_amp () {
+  if [ $# = 1 ]; then echo "$1"; return; fi
+  awk -v o="${o_rd["$1|$2"]}" \
+    -v n="$(jget "$dir/$2.w$1.json" jobs.0.read.total_ios)" \
+    'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", o / (n * 4096) }'
+}
+
 report () {
   local s w row
   echo "# punchcache origin benchmark"
@@ -538,40 +596,17 @@ report () {
 
   echo "## Throughput"
   echo
-  printf '| workload | unit |'; for s in "${servers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-  printf '|---|---|'; for s in "${servers[@]}"; do printf -- '---:|'; done; echo
-  for w in "${workloads[@]}"; do
-    printf '| %s | %s |' "${w_title[$w]}" "${w_unit[$w]}"
-    for s in "${servers[@]}"; do printf ' %s |' "$(commas "${val["$w|$s"]}")"; done; echo
-  done
-  echo
-  printf '| | |'; for s in "${servers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-  printf '|---|---|'; for s in "${servers[@]}"; do printf -- '---:|'; done; echo
-  printf '| warm data after a restart (6) | |'
-  for s in "${servers[@]}"; do printf ' %s |' "$(kept "$s")"; done; echo
-  printf '| local storage after 2 | MiB |'
-  for s in "${servers[@]}"; do printf ' %s |' "$(mib1 $(( ${local_kb[$s]} * 1024 )))"; done; echo
-  printf '| peak RSS (server) | |'
-  for s in "${servers[@]}"; do printf ' %s |' "$(peak_rss "$s")"; done; echo
-  echo
+  table "workload|unit" c_rate "${workloads[@]}" -- "${servers[@]}"
+  table " | " c_misc kept local rss -- "${servers[@]}"
 
   if (( ${#pcs[@]} == 0 )); then
     echo "No punchcache server in this run: no ratios."
     echo
   elif (( ${#peers[@]} > 0 )); then
-    local pc
-    for pc in "${pcs[@]}"; do
-      echo "## ${label[$pc]} ÷ peer"
+    for ratio_of in "${pcs[@]}"; do
+      echo "## ${label[$ratio_of]} ÷ peer"
       echo
-      printf '| workload |'; for s in "${peers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-      printf '|---|'; for s in "${peers[@]}"; do printf -- '---:|'; done; echo
-      for w in "${workloads[@]}"; do
-        printf '| %s |' "${w_title[$w]}"
-        for s in "${peers[@]}"; do
-          printf ' %s |' "$(ratio "${val["$w|$pc"]}" "${val["$w|$s"]}")"
-        done; echo
-      done
-      echo
+      table workload c_ratio "${workloads[@]}" -- "${peers[@]}"
     done
   fi
 
@@ -581,39 +616,13 @@ report () {
        "$(( size / MIB )) MiB. Workload 5's reads are what a server fetches to complete" \
        "a partly written block or cluster (copy-on-write from the origin)."
   echo
-  printf '| workload |'; for s in "${servers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-  printf '|---|'; for s in "${servers[@]}"; do printf -- '---:|'; done; echo
-  for w in "${workloads[@]}"; do
-    printf '| %s |' "${w_title[$w]}"
-    for s in "${servers[@]}"; do
-      printf ' %s (%s) |' "$(mib1 "${o_rd["$w|$s"]}")" "$(commas "${o_rn["$w|$s"]}")"
-    done; echo
-  done
-  echo
+  table workload c_oread "${workloads[@]}" -- "${servers[@]}"
   echo "Origin bytes read per byte the client read (workloads 3, 4: 4 KiB per read):"
   echo
-  printf '| workload |'; for s in "${servers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-  printf '|---|'; for s in "${servers[@]}"; do printf -- '---:|'; done; echo
-  for w in 3 4; do
-    printf '| %s |' "$w"
-    for s in "${servers[@]}"; do
-      printf ' %s |' "$(awk -v o="${o_rd["$w|$s"]}" \
-        -v n="$(jget "$dir/$s.w$w.json" jobs.0.read.total_ios)" \
-        'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", o / (n * 4096) }')"
-    done; echo
-  done
-  echo
+  table workload c_amp 3 4 -- "${servers[@]}"
   echo "Writes (and zeroes, trims) that reached the origin, MiB (requests):"
   echo
-  printf '| workload |'; for s in "${servers[@]}"; do printf ' %s |' "${label[$s]}"; done; echo
-  printf '|---|'; for s in "${servers[@]}"; do printf -- '---:|'; done; echo
-  for w in "${workloads[@]}"; do
-    printf '| %s |' "$w"
-    for s in "${servers[@]}"; do
-      printf ' %s (%s) |' "$(mib1 "${o_wr["$w|$s"]}")" "$(commas "${o_wn["$w|$s"]}")"
-    done; echo
-  done
-  echo
+  table workload c_owrite "${workloads[@]}" -- "${servers[@]}"
 
   echo "## Notes"
   echo
