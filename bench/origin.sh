@@ -18,8 +18,9 @@ NAME
     qemu-nbd's qcow2 overlay in front of the same origin
 
 SYNOPSIS
-    bench/$prog [--quick] [--size SIZE] [--runtime S] [--origin-delay MS]
-                   [--servers LIST] [--build DIR] [--out FILE]
+    bench/$prog [--quick] [--size SIZE] [--runtime S] [--reps N]
+                   [--origin-delay MS] [--servers LIST] [--build DIR]
+                   [--out FILE]
     bench/$prog --help
 
 DESCRIPTION
@@ -81,7 +82,11 @@ DESCRIPTION
       3  cold 4K random read, QD16, for --runtime seconds, on a second,
          fresh instance of the server (a new pool, overlay or process), so
          that nothing the sequential passes read helps it.  fio records
-         the offsets it read (an iolog).
+         the offsets it read (an iolog).  A server that copies whole
+         blocks on read (punchcache's 64K blocks, qcow2's clusters, the
+         cow filter's blocks) warms up during the run: on a small volume
+         the later reads of 3 hit what the earlier ones fetched (the
+         origin columns show how much of the volume 3 fetched).
       4  warm 4K random read: exactly the reads of 3 again (fio replays
          3's iolog, same offsets, same order, QD16, no stalls): a region
          read once before.  Its read count must equal 3's.
@@ -104,18 +109,26 @@ DESCRIPTION
     of what 1 asked); each server's local storage after 2 (du of its
     pool, overlay or temporary files) and peak RSS.
 
-    One run of each workload (no repetitions): a shared, noisy machine;
-    read the ratios, and the origin columns (which do not depend on the
-    noise), not the absolute values.
+    Repetitions: every server runs its six workloads --reps times (each
+    time on a new origin process and new local storage); within a
+    repetition the servers run one after another, and their order rotates
+    from one repetition to the next, so slow drift of the machine does not
+    favour one server.  The report gives medians (throughput, origin
+    traffic, ratios of medians) and the min-max of every throughput
+    figure.  A shared, noisy machine: read the ratios, the spread, and the
+    origin columns (which hardly depend on the noise), not the absolute
+    values.
 
 OPTIONS
-    --quick            a fast run: --size 128M --runtime 3 (each can still
-                       be given explicitly)
+    --quick            a fast run: --size 128M --runtime 3 --reps 1 (each
+                       can still be given explicitly)
     --size SIZE        size of the origin, with an optional K, M, G or T
                        suffix (powers of 1024); a whole number of MiB, at
                        least 64M (default 1G)
     --runtime S        seconds of workloads 3 and 5 (and the bound of 4:
                        5 x S + 60); integer >= 1 (default 10)
+    --reps N           repetitions of every server's six workloads
+                       (integer >= 1; default 3)
     --origin-delay MS  the origin's delay per read and per write request in
                        milliseconds, 0 to 9999 (default 2); "2ms" also
                        accepted
@@ -151,6 +164,7 @@ ENVIRONMENT
 EXAMPLES
     bench/$prog --quick --servers cow,qemu-cor    # peers only, ~1 minute
     bench/$prog --size 512M --runtime 10 --out bench/results/origin-latest.md
+                                                  # ~20 minutes on 2 cores
     bench/$prog --origin-delay 10 --servers punchcache,qemu-cor
 
 SEE ALSO
@@ -171,10 +185,10 @@ EOF
 cmdline=$(quote_cmdline "$0" "$@")
 
 all_servers=(punchcache punchcached cow cow-cor cache cache-cor qemu qemu-cor)
-quick=no size_arg="" runtime="" delay_ms=2 servers_arg="" build="" out=""
+quick=no size_arg="" runtime="" reps="" delay_ms=2 servers_arg="" build="" out=""
 
 while [ $# -gt 0 ]; do
-  take_opt "--size --runtime --origin-delay --servers --build --out" \
+  take_opt "--size --runtime --reps --origin-delay --servers --build --out" \
            "--quick -h --help" "$@"
   shift "$nshift"
   case "$opt" in
@@ -182,6 +196,7 @@ while [ $# -gt 0 ]; do
     --quick)        quick=yes ;;
     --size)         size_arg=$val ;;
     --runtime)      runtime=$val ;;
+    --reps)         reps=$val ;;
     --origin-delay) [[ $val =~ ^([0-9]{1,4})(ms)?$ ]] ||
                       usage_error "--origin-delay: want milliseconds, 0 to 9999 (e.g. 2 or 2ms), got '$val'"
                     delay_ms=$(( 10#${BASH_REMATCH[1]} )) ;;
@@ -192,12 +207,13 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$quick" = yes ]; then
-  : "${size_arg:=128M}" "${runtime:=3}"
+  : "${size_arg:=128M}" "${runtime:=3}" "${reps:=1}"
 else
-  : "${size_arg:=1G}" "${runtime:=10}"
+  : "${size_arg:=1G}" "${runtime:=10}" "${reps:=3}"
 fi
 want_size size --size "$size_arg" $(( 64 * MIB ))
 want_uint --runtime "$runtime" 4
+want_uint --reps "$reps" 2
 [ -z "$out" ] || want_out_file "$out"
 
 explicit_servers=no
@@ -218,6 +234,10 @@ else
 fi
 
 has () { local x=$1; shift; [[ " $* " == *" $x "* ]]; }
+# mentions WORD CMD...: CMD's --help text (stdout and stderr) has WORD.
+# Read whole, not piped into grep -q: with pipefail, grep quitting at the
+# first match can fail the pipeline with SIGPIPE in the writer.
+mentions () { local w=$1 text; shift; text=$("$@" 2>&1) || :; [[ $text == *"$w"* ]]; }
 is_pc () { [[ $1 == punchcache || $1 == punchcached ]]; }
 
 # ---------------------------------------------------------------- setup
@@ -239,7 +259,7 @@ drop_server () {
 }
 
 has cow-cor "${servers[@]}" &&
-  ! nbdkit --help --filter=cow nbd 2>/dev/null | grep -q 'cow-on-read' &&
+  ! mentions cow-on-read nbdkit --help --filter=cow nbd &&
   drop_server cow-cor "this nbdkit's cow filter has no cow-on-read (nbdkit --help --filter=cow nbd)"
 
 # punchcache: the build, and origin= in it (the feature of issue 15).
@@ -252,13 +272,13 @@ if has punchcache "${servers[@]}" || has punchcached "${servers[@]}"; then
   fi
 fi
 if has punchcache "${servers[@]}" &&
-   ! nbdkit "$plugin" --help 2>/dev/null | grep -q 'origin='; then
+   ! mentions origin= nbdkit "$plugin" --help; then
   drop_server punchcache "the plugin in '${build:-?}' has no origin= parameter (nbdkit PLUGIN --help): build a tree with issue 15's origin support"
 fi
 if has punchcached "${servers[@]}"; then
   if [ ! -x "${punchcached:-}" ]; then
     drop_server punchcached "no server/punchcached in '${build:-?}'"
-  elif ! "$punchcached" --help 2>&1 | grep -q 'origin='; then
+  elif ! mentions origin= "$punchcached" --help; then
     drop_server punchcached "'$punchcached' has no origin= parameter (punchcached --help): build a tree with issue 15's origin support"
   fi
 fi
@@ -286,11 +306,17 @@ declare -A w_title=(
 )
 declare -A w_unit=( [1]="MiB/s" [2]="MiB/s" [3]="IOPS" [4]="IOPS" [5]="IOPS" [6]="MiB/s" )
 
+# Figures, one per repetition, space-separated lists (rec appends):
 declare -A val=()        # "W|server" -> MiB/s or IOPS
 declare -A o_rd=() o_rn=() o_wr=() o_wn=()  # "W|server" -> origin bytes/requests
+declare -A amp=()        # "W|server" -> origin bytes per byte read (3, 4)
 declare -A local_kb=()   # server -> local storage after workload 2 (KiB)
+declare -A kept_in=()    # server -> "kept" or "reset" (see run_server)
 declare -A cmd_of=()     # server -> its command line, for the report
 declare -A note=()       # "W|server" -> a remark for the report
+
+# rec ARRAY KEY VALUE: append VALUE to the list ARRAY[KEY].
+rec () { local -n a=$1; a[$2]="${a[$2]:-}${a[$2]:+ }$3"; }
 
 # ---------------------------------------------------------------- origin
 
@@ -319,9 +345,9 @@ origin_uri () { printf 'nbd+unix:///?socket=%s' "$dir/o-$1.sock"; }
 # origin_mark S: the origin's request log of S so far, in lines.
 origin_mark () { wc -l <"$dir/o-$1.reqs"; }
 
-# origin_count S W FROM: the requests logged after line FROM, into
+# origin_count S W FROM: the requests logged after line FROM, recorded in
 # o_rd/o_rn (reads: bytes, requests) and o_wr/o_wn (writes, zeroes and
-# trims: bytes, requests) of "W|S".  Each request is one line "DATE TIME
+# trims: bytes, requests) of "W|S"; the bytes read also in o_last.  Each request is one line "DATE TIME
 # connection=N Read id=N offset=0xHEX count=0xHEX ..."; its "...Read"
 # reply line is not counted.  A count that is not hexadecimal is an error.
 origin_count () {
@@ -342,7 +368,11 @@ origin_count () {
     }
     END { if (bad) exit 1; printf "%.0f %d %.0f %d\n", rb, rn, wb, wn }') ||
     die "the origin log $dir/o-$s.reqs has a request whose count is not hexadecimal"
-  read -r o_rd["$w|$s"] o_rn["$w|$s"] o_wr["$w|$s"] o_wn["$w|$s"] <<<"$r"
+  local rd rn wr wn
+  read -r rd rn wr wn <<<"$r"
+  rec o_rd "$w|$s" "$rd"; rec o_rn "$w|$s" "$rn"
+  rec o_wr "$w|$s" "$wr"; rec o_wn "$w|$s" "$wn"
+  o_last=$rd
 }
 
 # ---------------------------------------------------------------- servers
@@ -439,8 +469,8 @@ seq_pass () {
   moved=$(jget "$json" jobs.0.read.io_bytes)
   [ "$moved" = "$size" ] ||
     die "workload $w on $s moved $moved of $size bytes (600 s bound?)"
-  val["$w|$s"]=$(awk -v b="$(jget "$json" jobs.0.read.bw_bytes)" \
-                   'BEGIN { printf "%.0f", b / 1048576 }')
+  rec val "$w|$s" "$(awk -v b="$(jget "$json" jobs.0.read.bw_bytes)" \
+                        'BEGIN { printf "%.0f", b / 1048576 }')"
 }
 
 # iops S W DIR: the IOPS of workload W's job, a positive number.
@@ -451,29 +481,42 @@ iops () {
   awk -v v="$v" 'BEGIN { printf "%.0f", v }'
 }
 
+# per_byte S W: origin bytes read per byte the client read in workload W
+# (4K reads) of S, this repetition.
+per_byte () {
+  awk -v o="$o_last" -v n="$(jget "$dir/$1.w$2.json" jobs.0.read.total_ios)" \
+    'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", o / (n * 4096) }'
+}
+
 rand=(--bs=4k --iodepth=16 --size="$size" --randrepeat=1 --randseed=4215)
 
 run_server () {
-  local s=$1 n3 n4
-  log "$s (${label[$s]})"
+  local s=$1 n3 n4 o1
+  log "$s (${label[$s]}), repetition $rep of $reps"
   start_origin "$s"
   # Instance a: 1, 2, restart, 6.
   fresh "$s" a
   serve "$s" a
   seq_pass "$s" 1
+  o1=$o_last
   seq_pass "$s" 2
-  local_kb[$s]=$(local_usage "$s" a)
+  rec local_kb "$s" "$(local_usage "$s" a)"
   unserve "$s"
   serve "$s" a
   seq_pass "$s" 6
+  # Kept: 6 asked the origin for under 1% of what 1 asked.
+  rec kept_in "$s" "$(awk -v a="$o1" -v b="$o_last" \
+                      'BEGIN { print (b * 100 < a || a == 0 && b == 0) ? "kept" : "reset" }')"
   unserve "$s"
   rm -rf -- "$dir/$s.a"
   # Instance b: 3, 4 (3's offsets again, from its iolog), 5.
   fresh "$s" b
   serve "$s" b
+  rm -f -- "$dir/$s.w3.iolog"           # fio appends to an iolog
   measure "$s" 3 --rw=randread "${rand[@]}" --time_based --runtime="$runtime" \
     --write_iolog="$dir/$s.w3.iolog"
-  val["3|$s"]=$(iops "$s" 3 read)
+  rec val "3|$s" "$(iops "$s" 3 read)"
+  rec amp "3|$s" "$(per_byte "$s" 3)"
   n3=$(jget "$dir/$s.w3.json" jobs.0.read.total_ios)
   # The replay has no "close" entry (fio 3.33 acts on it with requests in
   # flight, hanging up on them, and nbdkit 1.32 aborts on that: assertion
@@ -483,12 +526,13 @@ run_server () {
     die "$dir/$s.w3.iolog: fio wrote no iolog in workload 3"
   measure "$s" 4 --rw=randread "${rand[@]}" --read_iolog="$dir/$s.w4.iolog" \
     --replay_no_stall=1 --number_ios="$n3" --runtime=$(( 5 * runtime + 60 ))
-  val["4|$s"]=$(iops "$s" 4 read)
+  rec val "4|$s" "$(iops "$s" 4 read)"
+  rec amp "4|$s" "$(per_byte "$s" 4)"
   n4=$(jget "$dir/$s.w4.json" jobs.0.read.total_ios)
   [ "$n4" = "$n3" ] ||
-    note["4|$s"]="replayed $n4 of 3's $n3 reads (bounded at $(( 5 * runtime + 60 )) s)"
+    rec note "4|$s" "replayed $n4 of 3's $n3 reads (bounded at $(( 5 * runtime + 60 )) s);"
   measure "$s" 5 --rw=randwrite "${rand[@]}" --time_based --runtime="$runtime"
-  val["5|$s"]=$(iops "$s" 5 write)
+  rec val "5|$s" "$(iops "$s" 5 write)"
   unserve "$s"
   rm -rf -- "$dir/$s.b"
   note_rss "o-$s"; stop_server "o-$s" || die "the origin of $s exited with status $?"
@@ -499,7 +543,12 @@ run_server () {
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$SECONDS
 make_origin
-for s in "${servers[@]}"; do run_server "$s"; done
+nserv=${#servers[@]}
+for (( rep = 1; rep <= reps; rep++ )); do
+  for (( i = 0; i < nserv; i++ )); do
+    run_server "${servers[(i + rep - 1) % nserv]}"
+  done
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(( SECONDS - t_start ))
 
@@ -509,10 +558,16 @@ mib1 () { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 pcs=(); peers=()
 for s in "${servers[@]}"; do if is_pc "$s"; then pcs+=("$s"); else peers+=("$s"); fi; done
 
-# kept S: "kept" when 6 asked the origin for under 1% of what 1 asked.
+# med LIST [FMT]: the median of a list of figures (see summarize).
+med () { [ -n "$1" ] || return 0; summarize "$1" "${2:-%.0f}" | cut -d' ' -f1; }
+
+# kept S: "kept" or "reset" when every repetition says so, else both with
+# their counts.
 kept () {
-  awk -v a="${o_rd["1|$1"]}" -v b="${o_rd["6|$1"]}" \
-    'BEGIN { print (b * 100 < a || a == 0 && b == 0) ? "kept" : "reset" }'
+  local k=" ${kept_in[$1]} " nk nr
+  nk=$(grep -o ' kept' <<<"$k" | wc -l); nr=$(grep -o ' reset' <<<"$k" | wc -l)
+  if (( nr == 0 )); then echo kept; elif (( nk == 0 )); then echo reset
+  else echo "kept $nk, reset $nr"; fi
 }
 
 # table HEAD CELL ROW... -- SERVER...: a markdown table with the header
@@ -536,7 +591,13 @@ table () {
 # The cells of the report's tables (see table).
 c_rate () {
   if [ $# = 1 ]; then echo "${w_title[$1]} | ${w_unit[$1]}"
-  else commas "${val["$1|$2"]}"; fi
+  else commas "$(med "${val["$1|$2"]}")"; fi
+}
+c_spread () {
+  if [ $# = 1 ]; then echo "${w_title[$1]} | ${w_unit[$1]}"; return; fi
+  local a b
+  read -r _ a b <<<"$(summarize "${val["$1|$2"]}")"
+  echo "$(commas "$a")–$(commas "$b")"
 }
 c_misc () {
   if [ $# = 1 ]; then
@@ -548,7 +609,7 @@ c_misc () {
   else
     case "$1" in
       kept)  kept "$2" ;;
-      local) mib1 $(( ${local_kb[$2]} * 1024 )) ;;
+      local) mib1 $(( $(med "${local_kb[$2]}") * 1024 )) ;;
       rss)   peak_rss "$2" ;;
     esac
   fi
@@ -556,21 +617,18 @@ c_misc () {
 ratio_of=""                           # c_ratio: the punchcache server
 c_ratio () {
   if [ $# = 1 ]; then echo "${w_title[$1]}"
-  else ratio "${val["$1|$ratio_of"]}" "${val["$1|$2"]}"; fi
+  else ratio "$(med "${val["$1|$ratio_of"]}")" "$(med "${val["$1|$2"]}")"; fi
 }
 c_oread () {
   if [ $# = 1 ]; then echo "${w_title[$1]}"
-  else echo "$(mib1 "${o_rd["$1|$2"]}") ($(commas "${o_rn["$1|$2"]}"))"; fi
+  else echo "$(mib1 "$(med "${o_rd["$1|$2"]}")") ($(commas "$(med "${o_rn["$1|$2"]}")"))"; fi
 }
 c_owrite () {
   if [ $# = 1 ]; then echo "$1"
-  else echo "$(mib1 "${o_wr["$1|$2"]}") ($(commas "${o_wn["$1|$2"]}"))"; fi
+  else echo "$(mib1 "$(med "${o_wr["$1|$2"]}")") ($(commas "$(med "${o_wn["$1|$2"]}")"))"; fi
 }
 c_amp () {
-  if [ $# = 1 ]; then echo "$1"; return; fi
-  awk -v o="${o_rd["$1|$2"]}" \
-    -v n="$(jget "$dir/$2.w$1.json" jobs.0.read.total_ios)" \
-    'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", o / (n * 4096) }'
+  if [ $# = 1 ]; then echo "$1"; else med "${amp["$1|$2"]}" %.2f; fi
 }
 
 report () {
@@ -584,7 +642,8 @@ report () {
   echo "Origin: $(( size / MIB )) MiB of random data, nbdkit file + delay filter" \
        "(delay-read=${delay_ms}ms delay-write=${delay_ms}ms, --threads $NBDKIT_THREADS)" \
        "+ log filter (request counts), Unix socket; one origin process per server." \
-       "Workloads 3 and 5: ${runtime} s. One run each (no repetitions)." \
+       "Workloads 3 and 5: ${runtime} s. Medians of $reps repetition(s)," \
+       "the servers' order rotating." \
        "Work directory file system: $fs_type. Load average before: $load_before," \
        "after: $load_after. Took $(( elapsed / 60 )) min $(( elapsed % 60 )) s."
   echo
@@ -597,6 +656,11 @@ report () {
   echo "## Throughput"
   echo
   table "workload|unit" c_rate "${workloads[@]}" -- "${servers[@]}"
+  if (( reps > 1 )); then
+    echo "Min–max over the repetitions:"
+    echo
+    table "workload|unit" c_spread "${workloads[@]}" -- "${servers[@]}"
+  fi
   table " | " c_misc kept local rss -- "${servers[@]}"
 
   if (( ${#pcs[@]} == 0 )); then
@@ -612,9 +676,11 @@ report () {
 
   echo "## What reached the origin (frugality)"
   echo
-  echo "MiB read from the origin (read requests) per workload; the volume is" \
+  echo "MiB read from the origin (read requests) per workload, medians; the volume is" \
        "$(( size / MIB )) MiB. Workload 5's reads are what a server fetches to complete" \
-       "a partly written block or cluster (copy-on-write from the origin)."
+       "a partly written block or cluster (copy-on-write from the origin); it runs" \
+       "after 3 and 4 on the same instance, so what they fetched needs no fetch" \
+       "(a server that fetched more in 3 fetches less in 5)."
   echo
   table workload c_oread "${workloads[@]}" -- "${servers[@]}"
   echo "Origin bytes read per byte the client read (workloads 3, 4: 4 KiB per read):"
