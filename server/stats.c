@@ -60,6 +60,8 @@ pcd_stats_push (void)
   pc_json_set_u64 (core, "submitted", cs.submitted, &err);
   pc_json_set_u64 (core, "inline_done", cs.inline_done, &err);
   pc_json_set_u64 (core, "parked", cs.parked, &err);
+  pc_json_set_u64 (core, "parked_remote", cs.parked_remote, &err);
+  pc_json_set_u64 (core, "remote_workers", cs.remote_workers, &err);
   pc_json_set_u64 (core, "queued_now", cs.queued_now, &err);
   pc_json_set_u64 (core, "queued_max", cs.queued_max, &err);
   pc_json_set (root, "core", core, &err);

@@ -33,6 +33,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <json-c/json.h>
+
 #include "punchcache/format.h"
 #include "punchcache/json.h"
 #include "punchcache/punchcache.h"
@@ -632,6 +634,75 @@ print_stats_writeback (const struct pc_wb_stats *w, uint64_t uptime_ms)
          w->throttled);
 }
 
+/* A number of a pushed section (a file's bytes: anything may be there;
+ * 0 if missing or not a non-negative integer). */
+static uint64_t
+section_u64 (struct json_object *o, const char *key)
+{
+  struct json_object *v;
+
+  if (!json_object_object_get_ex (o, key, &v) ||
+      !json_object_is_type (v, json_type_int) || json_object_get_int64 (v) < 0)
+    return 0;
+  return (uint64_t) json_object_get_int64 (v);
+}
+
+static const char *
+section_str (struct json_object *o, const char *key, char *buf, size_t len)
+{
+  struct json_object *v;
+
+  if (!json_object_object_get_ex (o, key, &v) ||
+      !json_object_is_type (v, json_type_string))
+    return "?";
+  return pc_json_printable (json_object_get_string (v), buf, len);
+}
+
+/* The "origin" section a server with origins pushes (lib/core/overlay.c). */
+static void
+print_stats_origin (const struct pc_stats *st)
+{
+  struct json_object *o;
+  char uri[256], mode[32], name[64], h[32], t[32], t2[32];
+
+  if (st->sections == NULL ||
+      !json_object_object_get_ex (st->sections, "origin", &o) ||
+      !json_object_is_type (o, json_type_object))
+    return;
+  json_object_object_foreach (o, vname, v) {
+    uint64_t fills, ns;
+    struct json_object *c;
+    if (!json_object_is_type (v, json_type_object)) continue;
+    fills = section_u64 (v, "fills");
+    ns = section_u64 (v, "fill_ns_total");
+    field ("origin:", "%s (%s) of volume %s%s",
+           section_str (v, "uri", uri, sizeof uri),
+           section_str (v, "mode", mode, sizeof mode),
+           pc_json_printable (vname, name, sizeof name),
+           json_object_object_get_ex (v, "connected", &c) &&
+           !json_object_get_boolean (c) ? ": NOT CONNECTED (reconnecting)"
+                                        : "");
+    field ("  connections:", "%" PRIu64 " of %" PRIu64 " up, %" PRIu64
+           " reconnects", section_u64 (v, "connections_up"),
+           section_u64 (v, "connections"), section_u64 (v, "reconnects"));
+    field ("  fetched:", "%s in %" PRIu64 " origin reads", human
+           (section_u64 (v, "bytes_fetched"), h, sizeof h),
+           section_u64 (v, "origin_reads"));
+    field ("  fills:", "%" PRIu64 " (%" PRIu64 " blocks, %" PRIu64
+           " all zeros and punched, %" PRIu64 " read ahead), mean %s, max %s",
+           fills, section_u64 (v, "fill_blocks"),
+           section_u64 (v, "zero_blocks"), section_u64 (v, "readahead_blocks"),
+           fills ? human_ns ((double) ns / (double) fills, t, sizeof t) : "-",
+           human_ns ((double) section_u64 (v, "fill_ns_max"), t2,
+                     sizeof t2));
+    field ("  local reads:", "%" PRIu64 " (served with no origin access)",
+           section_u64 (v, "local_reads"));
+    field ("  errors:", "%" PRIu64 " origin requests failed, %" PRIu64
+           " fills failed (EIO to the reader)", section_u64 (v, "errors"),
+           section_u64 (v, "fill_errors"));
+  }
+}
+
 /* "3 acquired, 1 waited, mean wait 12.3 us" */
 static void
 print_lock_side (const char *label, uint64_t acquired, uint64_t waits,
@@ -686,6 +757,7 @@ print_stats (const char *file, const struct pc_stats *st)
   print_lock_side ("  exclusive:", l->exclusive_acquired, l->exclusive_waits,
                    l->exclusive_wait_ns);
   print_stats_volumes (st);
+  print_stats_origin (st);
 }
 
 static int

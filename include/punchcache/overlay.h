@@ -9,6 +9,7 @@
 #ifndef PUNCHCACHE_OVERLAY_H
 #define PUNCHCACHE_OVERLAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "punchcache/punchcache.h"
@@ -24,5 +25,11 @@ int pc_overlay_check_all (struct pc_pool *pool);
  * connections (0: the pool's origin-connections=).  All or nothing. */
 int pc_overlay_connect_all (struct pc_pool *pool, unsigned connections);
 void pc_overlay_disconnect_all (struct pc_pool *pool);
+/* Where to say that an origin went down or came back (a line for the
+ * server's log; pc_params_open_pool passes its note callback). */
+void pc_overlay_set_note (void (*note) (void *opaque, const char *msg),
+                          void *opaque);
+/* Is any volume of the pool connected to an origin? */
+bool pc_overlay_any (struct pc_pool *pool);
 
 #endif

@@ -208,6 +208,7 @@ struct pc_origin_fill_stats {
   uint64_t zero_blocks;           /* filled blocks the origin had as zeros */
   uint64_t fill_ns_total, fill_ns_max;  /* origin read latency of fills */
   uint64_t local_reads;           /* reads served with no origin access */
+  uint64_t readahead_blocks;      /* blocks filled ahead of sequential reads */
   uint64_t errors;                /* fills that failed (EIO to a reader) */
 };
 /* Record uri as the origin of volume name (its size must equal
@@ -229,7 +230,8 @@ int pc_volume_detach_origin (struct pc_pool *pool, const char *name);
 int pc_read (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset);
 /* pc_read if it can complete without waiting: every wanted byte is a hole
  * or in the block cache, and the invalidate lock is free to take shared at
- * once.  -EAGAIN otherwise (nothing done: call pc_read).  Never sleeps on a
+ * once.  -EAGAIN otherwise (nothing done: call pc_read), or -EREMOTE if
+ * it needs a block from the volume's origin (call pc_read too).  Never sleeps on a
  * lock held across I/O and never does pool I/O (SPEC I13). */
 int pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
                     uint64_t offset);

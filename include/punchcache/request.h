@@ -68,10 +68,15 @@ struct pc_core_stats {
   uint64_t queued_now;          /* parked, not yet picked by a worker */
   uint64_t queued_max;
   unsigned workers;
+  uint64_t parked_remote;       /* of parked: waited for an origin */
+  unsigned remote_workers;      /* workers of the remote queue (0: none) */
 };
 
 /* The core of an open pool.  workers = threads that run parked requests
- * (0: only pc_core_run may be used, whose callers lend their own thread). */
+ * (0: only pc_core_run may be used, whose callers lend their own thread).
+ * If a volume has an origin (pc_params_start_pool connected it), 16 more
+ * run the reads that must fetch from it, so they never hold up a worker
+ * that waits for the pool. */
 int pc_core_create (struct pc_pool *pool, unsigned workers,
                     struct pc_core **out);
 /* Waits until every submitted request has completed, then frees. */

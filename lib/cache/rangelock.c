@@ -104,6 +104,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "punchcache/clock.h"
 #include "punchcache/rangelock.h"
 
 #define DOMAIN_BITS 12
@@ -170,14 +171,6 @@ shard_of (uint64_t block)
                      >> (64 - SHARD_BITS));
 }
 
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 static bool
 conflicts (const struct pc_rl_segment *a, const struct pc_rl_segment *b)
@@ -285,7 +278,7 @@ static uint64_t
 wait_granted (struct shard *sh, struct pc_rl_segment *s)
 {
   pthread_cond_t cond;
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = pc_now_ns ();
 
   pthread_cond_init (&cond, NULL);
   s->wake = &cond;
@@ -294,7 +287,7 @@ wait_granted (struct shard *sh, struct pc_rl_segment *s)
   s->wake = NULL;
   shard_unlock (sh);
   pthread_cond_destroy (&cond);   /* nobody signals a granted entry */
-  return now_ns () - t0 + 1;
+  return pc_now_ns () - t0 + 1;
 }
 
 /* Returns the ns spent waiting (0: granted at once). */

@@ -6,8 +6,9 @@
  * volume the pool records an origin for a live client (lib/origin) once
  * the process is what it will stay (after daemonising: the client has
  * threads); pc_overlay_disconnect_all closes them before the pool.  While
- * connected, a thread pushes an "origin" section into stats=PATH every
- * second (pc_stats_writer_set_section: pushed, so the statistics layer
+ * connected, a thread notes an origin going down or coming back (the
+ * front-end's note callback: one line each) and pushes an "origin"
+ * section into stats=PATH every second (pc_stats_writer_set_section: pushed, so the statistics layer
  * never calls up into the core).
  *
  * Why: the pool (lib/pool/omap.c) records a volume's origin but never
@@ -22,7 +23,8 @@
  *      last (the front-ends call connect_all before serving and
  *      disconnect_all after their workers stop).
  *
- * Locks: stats_mutex protects the stats thread's stop flag; vol state's
+ * Locks: stats_mutex protects the stats thread's stop flag (was_up[] is
+ * the thread's own once it runs); vol state's
  * origin pointers are written only under OV2's quiet periods.
  */
 #include <config.h>
@@ -62,6 +64,45 @@ static pthread_mutex_t stats_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cond = PTHREAD_COND_INITIALIZER;
 static pthread_t stats_thread;
 static bool stats_running, stats_stop;
+/* The front-end's note (pc_params_open_pool's), and what the monitor saw
+ * last of each volume's origin: it says when one goes down or comes back. */
+static void (*note_fn) (void *opaque, const char *msg);
+static void *note_opaque;
+static bool was_up[PC_MAX_VOLUMES];
+
+void
+pc_overlay_set_note (void (*note) (void *opaque, const char *msg),
+                     void *opaque)
+{
+  note_fn = note;
+  note_opaque = opaque;
+}
+
+/* Once a second: an origin that went down or came back is worth a line in
+ * the server's log (requests that need it fail meanwhile, each with its
+ * own error to its client; this is the operator's one line). */
+static void
+watch_origins (struct pc_pool *pool)
+{
+  for (unsigned s = 0; note_fn && s < PC_MAX_VOLUMES; s++) {
+    struct pc_vol_state *v = &pool->vols[s];
+    struct pc_origin_stats st;
+    char msg[PC_ORIGIN_URI_MAX + 200];
+    if (!v->in_use || v->origin == NULL) continue;
+    pc_origin_get_stats (v->origin, &st);
+    if (st.connected == was_up[s]) continue;
+    was_up[s] = st.connected;
+    if (st.connected)
+      snprintf (msg, sizeof msg, "origin %s of volume '%s' is reachable "
+                "again (%" PRIu64 " reconnects so far)", v->omap->desc.uri,
+                v->name, st.reconnects);
+    else
+      snprintf (msg, sizeof msg, "origin %s of volume '%s' is unreachable: "
+                "reads that need it fail with EIO until it is back "
+                "(reconnecting)", v->omap->desc.uri, v->name);
+    note_fn (note_opaque, msg);
+  }
+}
 
 static struct json_object *
 volume_section (struct pc_vol_state *v, int *err)
@@ -96,6 +137,9 @@ volume_section (struct pc_vol_state *v, int *err)
                    __atomic_load_n (&f->fill_ns_max, __ATOMIC_RELAXED), err);
   pc_json_set_u64 (o, "local_reads",
                    __atomic_load_n (&f->local_reads, __ATOMIC_RELAXED), err);
+  pc_json_set_u64 (o, "readahead_blocks",
+                   __atomic_load_n (&f->readahead_blocks, __ATOMIC_RELAXED),
+                   err);
   pc_json_set_u64 (o, "fill_errors",
                    __atomic_load_n (&f->errors, __ATOMIC_RELAXED), err);
   return o;
@@ -130,6 +174,7 @@ stats_main (void *arg)
   pthread_mutex_lock (&stats_mutex);
   while (!stats_stop) {
     pthread_mutex_unlock (&stats_mutex);
+    watch_origins (pool);
     push_stats (pool);
     pthread_mutex_lock (&stats_mutex);
     clock_gettime (CLOCK_REALTIME, &ts);
@@ -142,6 +187,17 @@ stats_main (void *arg)
 }
 
 /* ---- connect, disconnect ---- */
+
+/* OV1: the origin still has the volume's size. */
+static int
+check_size (const struct pc_vol_state *v, uint64_t size)
+{
+  if (size == v->size)
+    return 0;
+  return pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
+                   " bytes, the volume %" PRIu64 ": they must match",
+                   v->omap->desc.uri, v->name, size, v->size);
+}
 
 int
 pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
@@ -160,14 +216,12 @@ pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
                         v->omap->desc.mode == PC_ORIGIN_WRITETHROUGH &&
                         !pool->readonly, &o);
     if (r < 0) break;
-    if (pc_origin_size (o) != v->size) {                 /* OV1 */
-      r = pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
-                    " bytes, the volume %" PRIu64 ": they must match",
-                    v->omap->desc.uri, v->name, pc_origin_size (o), v->size);
+    if ((r = check_size (v, pc_origin_size (o))) < 0) {   /* OV1 */
       pc_origin_close (o);
       break;
     }
     v->origin = o;
+    was_up[s] = true;
     any = true;
   }
   if (r < 0) {
@@ -192,6 +246,7 @@ pc_overlay_disconnect_all (struct pc_pool *pool)
     pthread_mutex_unlock (&stats_mutex);
     pthread_join (stats_thread, NULL);
     stats_running = false;
+    watch_origins (pool);               /* the last change, if any */
     push_stats (pool);                  /* the final figures */
   }
   for (unsigned s = 0; s < PC_MAX_VOLUMES; s++) {
@@ -215,10 +270,17 @@ pc_overlay_check_all (struct pc_pool *pool)
     r = pc_overlay_probe (v->omap->desc.uri,
                           pool->readonly ? PC_ORIGIN_OVERLAY
                                          : v->omap->desc.mode, &size);
-    if (r == 0 && size != v->size)
-      r = pc_error (EINVAL, "origin %s of volume '%s' is now %" PRIu64
-                    " bytes, the volume %" PRIu64 ": they must match",
-                    v->omap->desc.uri, v->name, size, v->size);
+    if (r == 0)
+      r = check_size (v, size);
   }
   return r;
+}
+
+bool
+pc_overlay_any (struct pc_pool *pool)
+{
+  for (unsigned s = 0; s < PC_MAX_VOLUMES; s++)
+    if (pool->vols[s].in_use && pool->vols[s].origin)
+      return true;
+  return false;
 }

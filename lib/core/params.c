@@ -537,6 +537,7 @@ pc_params_open_pool (const struct pc_params *p, bool readonly,
   *out = NULL;
   if ((r = pc_params_complete (p)) < 0)
     return r;
+  pc_overlay_set_note (note, opaque);
   /* origin=: reachable, and its size, before anything is created. */
   if (p->origin &&
       (r = pc_overlay_probe (p->origin, (unsigned) p->origin_mode,

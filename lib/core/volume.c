@@ -389,9 +389,11 @@ fill_run_locked (struct pc_volume *vol, uint64_t lb, unsigned k)
 }
 
 /* Fill every from-origin block of [lb, lb + n) (the caller holds the
- * invalidate lock over them), in runs of at most FILL_MAX_BYTES: V6. */
+ * invalidate lock over them), in runs of at most FILL_MAX_BYTES: V6.
+ * A run that starts at or past `need` (read-ahead) may fail: its blocks
+ * stay from-origin and the caller is not told. */
 static int
-origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n)
+origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n, uint64_t need)
 {
   struct pc_vol_state *v = vstate (vol);
   unsigned max = FILL_MAX_BYTES >> vol->pool->block_shift;
@@ -409,6 +411,7 @@ origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n)
       while (k < max && lb + k < end && from_origin (v, lb + k)) k++;
       race_delay (vol->pool);
       r = fill_run_locked (vol, lb, k);
+      if (lb >= need) r = 0;
       filled = true;
       lb += k;
       continue;
@@ -425,6 +428,7 @@ origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n)
     if (r == 0 && k > 0) {
       race_delay (vol->pool);
       r = fill_run_locked (vol, lb, k);
+      if (lb >= need) r = 0;                    /* read-ahead only */
       filled = true;
     }
     for (unsigned i = 0; i < k; i++)
@@ -433,6 +437,40 @@ origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n)
   }
   if (!filled) ostat_add (&v->ostats.local_reads, 1);
   return r;
+}
+
+/* Sequential read-ahead: a read that starts where the last one ended
+ * also fills the blocks after it, in a window that doubles per sequential
+ * read up to FILL_MAX_BYTES, in the same origin request as its own
+ * blocks: a sequential reader pays one origin round trip per window, not
+ * per request.  The window is only what the invalidate lock can be had
+ * for at once, shared (*tok: never waits, since the reader holds a range
+ * already), and only if its first block is still from-origin.  Returns
+ * the number of blocks after first + n to fill (0: none, tok unused). */
+static uint64_t
+read_ahead (struct pc_volume *vol, uint64_t first, uint64_t n,
+            struct pc_range_token *tok)
+{
+  struct pc_vol_state *v = vstate (vol);
+  uint64_t start = first + n, want, ra;
+  uint64_t max = FILL_MAX_BYTES >> vol->pool->block_shift;
+
+  if (__atomic_exchange_n (&v->ra_next, start, __ATOMIC_RELAXED) != first) {
+    __atomic_store_n (&v->ra_blocks, 0, __ATOMIC_RELAXED);
+    return 0;
+  }
+  ra = __atomic_load_n (&v->ra_blocks, __ATOMIC_RELAXED);
+  ra = ra ? ra * 2 : n;
+  if (ra > max) ra = max;
+  if (ra == 0) ra = 1;
+  __atomic_store_n (&v->ra_blocks, ra, __ATOMIC_RELAXED);
+  if (start >= v->nblocks || !from_origin (v, start))
+    return 0;
+  want = v->nblocks - start < ra ? v->nblocks - start : ra;
+  if (pc_rangelock_trylock_shared (v->inval, tok, start, want) < 0)
+    return 0;
+  ostat_add (&v->ostats.readahead_blocks, want);
+  return want;
 }
 
 /* Does this piece cover its whole block (the volume's last block counts
@@ -457,9 +495,9 @@ fill_for_partial (struct pc_volume *vol, const struct piece *pc)
   return fill_run_locked (vol, pc->lblock, 1);
 }
 
-/* Reads from a pool opened read-only cannot keep what they fetch: the
- * from-origin blocks of [offset, offset+count) are read straight into buf
- * (after the pool's part was read). */
+/* Reads from a pool opened read-only, or full, cannot keep what they
+ * fetch: the from-origin blocks of [offset, offset+count) are read
+ * straight into buf (after the pool's part was read). */
 static int
 read_through (struct pc_volume *vol, char *buf, uint64_t count,
               uint64_t offset)
@@ -693,7 +731,7 @@ static int
 read_range (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
 {
   struct read_window w;          /* ~22 KiB: fine on a worker's stack */
-  struct pc_range_token tok;
+  struct pc_range_token tok, ra_tok;
   int r, r2;
 
   w.vol = vol;
@@ -701,15 +739,24 @@ read_range (struct pc_volume *vol, void *buf, uint64_t count, uint64_t offset)
   w.npages = w.nops = w.nbounce = 0;
   if ((r = lock_range (vol, &tok, false, count, offset)) < 0)
     return r;
+  bool through = vstate (vol)->omap && vol->pool->readonly;
   if (vstate (vol)->omap && !vol->pool->readonly) {
     uint64_t first, n;
     block_span (vol, count, offset, &first, &n);
-    r = origin_fill (vol, first, n);                /* V6 */
+    uint64_t ra = buf ? read_ahead (vol, first, n, &ra_tok) : 0;
+    r = origin_fill (vol, first, n + ra, first + n);  /* V6 */
+    if (ra) pc_rangelock_unlock (&ra_tok);
+    if (r == -ENOSPC && buf) {
+      /* A full pool cannot keep what the origin sends: read it through
+       * (what did get filled is read from the pool). */
+      through = true;
+      r = 0;
+    }
   }
   if (r == 0)
     r = for_each_piece (vol, count, offset, read_piece, &w);
   r2 = window_flush (&w, r == 0);
-  if (r == 0 && r2 == 0 && buf && vstate (vol)->omap && vol->pool->readonly)
+  if (r == 0 && r2 == 0 && buf && through)
     r2 = read_through (vol, buf, count, offset);
   pc_rangelock_unlock (&tok);
   return r < 0 ? r : r2;
@@ -736,7 +783,7 @@ cached_piece (struct pc_volume *vol, const struct piece *pc, void *arg)
   uint32_t lo = pc->off, end = pc->off + pc->len;
 
   if (from_origin (vstate (vol), pc->lblock))
-    return -EAGAIN;                             /* needs the origin */
+    return -EREMOTE;                            /* needs the origin */
   if (pc_blockmap_get (vstate (vol)->map, pc->lblock) == PC_NO_BLOCK)
     return hole_piece (vol, pc, buf + pc->pos) == PC_NO_BLOCK ? 0 : -EAGAIN;
   for (; lo < end; p++) {
@@ -765,6 +812,8 @@ pc_read_nowait (struct pc_volume *vol, void *buf, uint64_t count,
     return -EAGAIN;
   r = for_each_piece (vol, count, offset, cached_piece, buf);
   pc_rangelock_unlock (&tok);
+  if (r == -EREMOTE && vstate (vol)->origin == NULL)
+    r = -EAGAIN;
   if (r == 0 && vstate (vol)->omap)
     ostat_add (&vstate (vol)->ostats.local_reads, 1);
   return r;

@@ -86,6 +86,7 @@
 
 #include <libnbd.h>
 
+#include "punchcache/clock.h"
 #include "punchcache/origin.h"
 #include "punchcache/punchcache.h"
 
@@ -95,6 +96,8 @@
 #define NOPAYLOAD_PIECE (1024u * 1024 * 1024)  /* zero/trim: 32-bit lengths */
 #define EXTENTS_QUERY (1024u * 1024 * 1024)   /* one block-status command */
 #define EXTENTS_MAX 4096                     /* entries kept per command */
+#define WINDOW_PIECES 64                 /* pieces of one blocking request */
+#define ASYNC_MAX_PIECES 4096            /* pieces of an asynchronous read */
 #define MSG_SIZE 320
 #define DETAIL_SIZE 200               /* libnbd's words, inside a message */
 
@@ -164,6 +167,8 @@ struct conn {
   struct nbd_handle *h;
   struct piece *inflight;         /* doubly linked */
   unsigned n_inflight;
+  struct piece *issuing;          /* handed to libnbd right now, until its
+                                   * call returns or its callback runs */
   bool dropping;
   char drop_msg[MSG_SIZE];
 };
@@ -192,14 +197,6 @@ struct pc_origin {
   struct conn conns[PC_ORIGIN_MAX_CONNECTIONS];
 };
 
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 static void
 wake (struct conn *c)
@@ -217,7 +214,7 @@ request_done (struct request *rq)
 {
   struct pc_origin *o = rq->o;
   int result = atomic_load (&rq->error);
-  uint64_t ns = now_ns () - rq->start_ns, max;
+  uint64_t ns = pc_now_ns () - rq->start_ns, max;
 
   if (result == 0) {
     switch (rq->op) {
@@ -315,8 +312,8 @@ completion_cb (void *user_data, int *error)
   struct piece *p = user_data;
   struct conn *c = p->c;
 
-  if (p->done)
-    return 1;
+  if (c->issuing == p)            /* called from within issue () */
+    c->issuing = NULL;
   inflight_unlink (c, p);
   if (*error == 0 && p->rq->op == OP_EXTENTS && !p->rq->ext_seen) {
     /* A reply without our context: the run is data (O5); not an error. */
@@ -377,13 +374,14 @@ issue (struct conn *c, struct piece *p)
   uint32_t flags = rq->fua && o->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
   int64_t r = -1;
 
-  p->deadline_ns = now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
+  p->deadline_ns = pc_now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
   p->prev = NULL;
   p->next = c->inflight;
   if (c->inflight)
     c->inflight->prev = p;
   c->inflight = p;
   c->n_inflight++;
+  c->issuing = p;
   switch (rq->op) {
   case OP_READ:
     r = nbd_aio_pread (c->h, p->buf, p->len, p->off, cb, 0);
@@ -410,10 +408,12 @@ issue (struct conn *c, struct piece *p)
                               cb, 0);
     break;
   }
-  if (r == -1 && !p->done) {      /* not queued: the callback never runs */
+  if (r == -1 && c->issuing) {    /* not queued, and no callback ran */
+    c->issuing = NULL;
     inflight_unlink (c, p);
     piece_fail (p, -EIO, nbd_get_error ());
   }
+  c->issuing = NULL;              /* p may be freed from here on */
   return !(nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h));
 }
 
@@ -430,7 +430,7 @@ conn_drop (struct conn *c, const char *why)
   if (c->up) {
     c->up = false;
     if (--o->up == 0)
-      o->down_since_ns = now_ns ();
+      o->down_since_ns = pc_now_ns ();
   }
   snprintf (o->last_err, sizeof o->last_err, "%s", why);
   queued = c->q_head;
@@ -521,7 +521,7 @@ conn_serve (struct conn *c)
     }
 
     /* Wait for the socket, new pieces, or the first deadline. */
-    now = now_ns ();
+    now = pc_now_ns ();
     first = UINT64_MAX;
     for (p = c->inflight; p; p = p->next)
       if (p->deadline_ns < first)
@@ -582,7 +582,7 @@ conn_connect (struct pc_origin *o, int efd, struct nbd_handle **hp,
               char *msg, size_t msgsize, bool *in_call)
 {
   struct nbd_handle *h = nbd_create ();
-  uint64_t deadline = now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
+  uint64_t deadline = pc_now_ns () + atomic_load (&o->timeout_ms) * UINT64_C (1000000);
   int err;
 
   *in_call = false;
@@ -599,7 +599,7 @@ conn_connect (struct pc_origin *o, int efd, struct nbd_handle **hp,
   while (!nbd_aio_is_ready (h)) {
     struct pollfd fds[2];
     unsigned dir;
-    uint64_t now = now_ns ();
+    uint64_t now = pc_now_ns ();
     int r;
 
     if (nbd_aio_is_dead (h) || nbd_aio_is_closed (h)) {
@@ -937,14 +937,14 @@ request_submit (struct request *rq)
   bool woken[PC_ORIGIN_MAX_CONNECTIONS] = { false };
   unsigned i, j, k;
 
-  rq->start_ns = now_ns ();
+  rq->start_ns = pc_now_ns ();
   pthread_mutex_lock (&o->lock);
   if (o->closing) {
     pthread_mutex_unlock (&o->lock);
     return pc_error (EIO, "origin %s: closed", o->uri);
   }
   if (o->up == 0) {
-    uint64_t secs = (now_ns () - o->down_since_ns) / 1000000000u;
+    uint64_t secs = (pc_now_ns () - o->down_since_ns) / 1000000000u;
     int r = pc_error (EIO, "origin %s is unreachable (reconnecting since %"
                       PRIu64 " s): %s", o->uri, secs, o->last_err);
 
@@ -1038,14 +1038,25 @@ run_op (struct pc_origin *o, enum op op, char *buf, uint64_t count,
 
   if ((r = check_range (o, count, offset)) < 0)
     return r;
-  if (count == 0)
-    return 0;
-  rq = request_new (o, op, buf, count, offset, fua, piece, 0);
-  if (!rq)
-    return pc_error (ENOMEM, "origin %s: out of memory", o->uri);
-  r = request_run (rq);
-  request_free (rq);
-  return r;
+  /* At most WINDOW_PIECES pieces per request, the windows one after the
+   * other: a huge zero or a tiny maximum block size cannot make one
+   * request allocate without bound. */
+  while (count > 0) {
+    uint64_t n = count < piece * WINDOW_PIECES ? count : piece * WINDOW_PIECES;
+
+    rq = request_new (o, op, buf, n, offset, fua, piece, 0);
+    if (!rq)
+      return pc_error (ENOMEM, "origin %s: out of memory", o->uri);
+    r = request_run (rq);
+    request_free (rq);
+    if (r < 0)
+      return r;
+    count -= n;
+    offset += n;
+    if (buf)
+      buf += n;
+  }
+  return 0;
 }
 
 int
@@ -1183,9 +1194,10 @@ pc_origin_pread_async (struct pc_origin *o, void *buf, uint64_t count,
 
   if ((r = check_range (o, count, offset)) < 0)
     return r;
-  if (count == 0)
-    return pc_error (EINVAL, "origin %s: asynchronous read of 0 bytes",
-                     o->uri);
+  if (count == 0 || (count - 1) / o->max_request >= ASYNC_MAX_PIECES)
+    return pc_error (EINVAL, "origin %s: asynchronous read of %" PRIu64
+                     " bytes (must be 1 .. %u x %u)", o->uri, count,
+                     ASYNC_MAX_PIECES, o->max_request);
   rq = request_new (o, OP_READ, buf, count, offset, false, o->max_request, 0);
   if (!rq)
     return pc_error (ENOMEM, "origin %s: out of memory", o->uri);

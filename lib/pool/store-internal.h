@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "punchcache/alloc.h"
+#include "punchcache/clock.h"
 #include "punchcache/blockmap.h"
 #include "punchcache/cache.h"
 #include "punchcache/format.h"
@@ -56,6 +57,8 @@ struct pc_vol_state {
   struct pc_origin *origin;
   struct pc_rangelock *wt_lock;   /* core: orders writethrough updates */
   struct pc_origin_fill_stats ostats;   /* core: atomic counters */
+  uint64_t ra_next, ra_blocks;  /* core: sequential read-ahead (racy
+                                 * hints, atomic) */
 };
 
 struct pc_volume {
@@ -189,14 +192,6 @@ void pc_wb_return_block (struct pc_pool *pool, uint64_t pb);
 uint64_t pc_wb_reserved (struct pc_pool *pool);
 uint64_t pc_wb_next_seq (struct pc_pool *pool);
 
-static inline uint64_t
-pc_now_ns (void)                             /* CLOCK_MONOTONIC */
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 /* store.c */
 int pc_store_commit (struct pc_pool *pool);

@@ -72,6 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "punchcache/clock.h"
 #include "store-internal.h"
 
 #define PASS_PAGES 16384u         /* pages collected per pass (64 MiB) */
@@ -100,13 +101,6 @@ struct pc_writeback {
   uint64_t flushes, flush_ns_total, flush_ns_max, throttled;
 };
 
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
 
 /* ---- reservations (W4) ---- */
 
@@ -572,7 +566,7 @@ wb_thread (void *arg)
   pthread_mutex_lock (&wb->mutex);
   while (!wb->stop) {
     struct timespec ts;
-    uint64_t now = now_ns (), upto = 0;
+    uint64_t now = pc_now_ns (), upto = 0;
     unsigned collected = 0;
     int r;
 
@@ -662,7 +656,7 @@ int
 pc_wb_flush (struct pc_pool *pool)
 {
   struct pc_writeback *wb = pool->wb;
-  uint64_t upto, t0 = now_ns (), dt;
+  uint64_t upto, t0 = pc_now_ns (), dt;
   unsigned collected, rounds = 0;
   int r = 0, r2;
 
@@ -682,7 +676,7 @@ pc_wb_flush (struct pc_pool *pool)
   }
   if (r == 0 && pc_cache_oldest_dirty (pool->cache) <= upto)
     r = -EIO;
-  dt = now_ns () - t0;
+  dt = pc_now_ns () - t0;
   __atomic_add_fetch (&wb->flushes, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch (&wb->flush_ns_total, dt, __ATOMIC_RELAXED);
   if (dt > __atomic_load_n (&wb->flush_ns_max, __ATOMIC_RELAXED))

@@ -39,6 +39,7 @@ NBDKIT_DLL_PUBLIC int punchcache_debug_fail_writeback = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_wb_forget_failures = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_no_reservations = 0;
 NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_evict_dirty = 0;
+NBDKIT_DLL_PUBLIC int punchcache_debug_unsafe_origin_fill = 0;
 
 /* Every key=value, parsed and checked by the core (lib/core/params.c),
  * the same parser punchcached uses. */
@@ -96,6 +97,7 @@ set_debug_switches (void)
       &punchcache_debug_unsafe_wb_forget_failures },
     { "unsafe_no_reservations", &punchcache_debug_unsafe_no_reservations },
     { "unsafe_evict_dirty", &punchcache_debug_unsafe_evict_dirty },
+    { "unsafe_origin_fill", &punchcache_debug_unsafe_origin_fill },
   };
   char value[16];
   size_t i;
