@@ -19,8 +19,8 @@ NAME
 
 SYNOPSIS
     bench/$prog [--quick] [--size SIZE] [--runtime S] [--reps N]
-                   [--origin-delay MS] [--servers LIST] [--build DIR]
-                   [--out FILE]
+                   [--origin-delay MS] [--servers LIST]
+                   [--pc-param KEY=VALUE] [--build DIR] [--out FILE]
     bench/$prog --help
 
 DESCRIPTION
@@ -138,6 +138,11 @@ OPTIONS
                        punchcached are left out, with a warning and a line
                        in the report, when the build has no origin=
                        support; named explicitly, they must have it
+    --pc-param KEY=VALUE
+                       what-if runs: pass this parameter to punchcache
+                       and punchcached too (repeatable); KEY one of
+                       cache=SIZE, origin-connections=N, block-size=SIZE
+                       (the servers check the values); said in the report
     --build DIR        build tree holding plugins/punchcache/.libs/
                        nbdkit-punchcache-plugin.so, tools/punchcache and
                        server/punchcached (default: \$BUILD if set, else
@@ -185,10 +190,10 @@ EOF
 cmdline=$(quote_cmdline "$0" "$@")
 
 all_servers=(punchcache punchcached cow cow-cor cache cache-cor qemu qemu-cor)
-quick=no size_arg="" runtime="" reps="" delay_ms=2 servers_arg="" build="" out=""
+quick=no size_arg="" runtime="" reps="" delay_ms=2 pc_params=() servers_arg="" build="" out=""
 
 while [ $# -gt 0 ]; do
-  take_opt "--size --runtime --reps --origin-delay --servers --build --out" \
+  take_opt "--size --runtime --reps --origin-delay --servers --pc-param --build --out" \
            "--quick -h --help" "$@"
   shift "$nshift"
   case "$opt" in
@@ -201,6 +206,9 @@ while [ $# -gt 0 ]; do
                       usage_error "--origin-delay: want milliseconds, 0 to 9999 (e.g. 2 or 2ms), got '$val'"
                     delay_ms=$(( 10#${BASH_REMATCH[1]} )) ;;
     --servers)      servers_arg=$val ;;
+    --pc-param)     [[ $val =~ ^(cache|origin-connections|block-size)=[0-9]+[KkMmGg]?$ ]] ||
+                      usage_error "--pc-param: want cache=SIZE, origin-connections=N or block-size=SIZE, got '$val'"
+                    pc_params+=("$val") ;;
     --build)        build=$val ;;
     --out)          out=$val ;;
   esac
@@ -395,8 +403,8 @@ fresh () {
 serve () {
   local s=$1 inst=$2 st=$dir/$1.$2 ou
   ou=$(origin_uri "$s")
-  local pcargs=(pool="$st/pool" size=$(( 2 * size )) origin="$ou")
-  local pcshown="pool=POOL size=$(( 2 * size )) origin=nbd+unix:///?socket=ORIGIN.sock"
+  local pcargs=(pool="$st/pool" size=$(( 2 * size )) origin="$ou" "${pc_params[@]}")
+  local pcshown="pool=POOL size=$(( 2 * size )) origin=nbd+unix:///?socket=ORIGIN.sock${pc_params[*]:+ ${pc_params[*]}}"
   case "$s" in
     punchcache)
       cmd_of[$s]="nbdkit -U SOCK punchcache $pcshown"
