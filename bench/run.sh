@@ -251,6 +251,13 @@ EXAMPLES
     bench/$prog --servers all --out /tmp/wb.md  # write-back on and off
     bench/$prog --workloads c,d,i --servers file,qemu-default,punchcache,punchcache-wt
 
+SEE ALSO
+    bench/origin.sh --help: the origin benchmark (issue 15), a volume
+    reading through a slow remote NBD export (origin=URI) against nbdkit's
+    cow and cache filters and qemu-nbd's qcow2 overlay; its report is
+    bench/results/origin-latest.md.  bench/cached-read.sh, scale-fill.sh,
+    scale-open.sh: single questions, each with its own --help.
+
 EXIT STATUS
     0 on success, 1 on a failure (a server that did not start or did not
     survive a run, a fio run that failed or moved no data), 2 on a usage
