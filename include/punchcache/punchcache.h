@@ -209,6 +209,8 @@ struct pc_origin_fill_stats {
   uint64_t fill_ns_total, fill_ns_max;  /* origin read latency of fills */
   uint64_t local_reads;           /* reads served with no origin access */
   uint64_t readahead_blocks;      /* blocks filled ahead of sequential reads */
+  uint64_t dirty_fills;           /* filled blocks kept as dirty pages for
+                                   * write-back to write (not yet written) */
   uint64_t errors;                /* fills that failed (EIO to a reader) */
 };
 /* Record uri as the origin of volume name (its size must equal

@@ -140,6 +140,8 @@ volume_section (struct pc_vol_state *v, int *err)
   pc_json_set_u64 (o, "readahead_blocks",
                    __atomic_load_n (&f->readahead_blocks, __ATOMIC_RELAXED),
                    err);
+  pc_json_set_u64 (o, "dirty_fills",
+                   __atomic_load_n (&f->dirty_fills, __ATOMIC_RELAXED), err);
   pc_json_set_u64 (o, "fill_errors",
                    __atomic_load_n (&f->errors, __ATOMIC_RELAXED), err);
   return o;

@@ -366,6 +366,113 @@ cache_block (struct pc_volume *vol, uint64_t lblock, const char *data)
     }
 }
 
+/* One fill's origin read, in pieces of FILL_PIECE issued at once with
+ * the origin client's asynchronous read, so they travel over its
+ * connections in parallel: a 4 MiB read-ahead fill as one request was
+ * one connection's transfer, and the fills of a sequential reader then
+ * ran one after another (perf and the fill counters: 94 fills of 2.7 MiB
+ * at 12 ms each took the whole 1.1 s of a 256 MiB cold read). */
+#define FILL_PIECE (512u * 1024)
+
+struct fill_wait {
+  pthread_mutex_t mutex;
+  pthread_cond_t cond;
+  unsigned left;
+  int result;
+  char why[256];
+};
+
+static void
+fill_piece_done (void *opaque, int result)
+{
+  struct fill_wait *fw = opaque;
+
+  pthread_mutex_lock (&fw->mutex);
+  if (result < 0 && fw->result == 0) {
+    fw->result = result;
+    snprintf (fw->why, sizeof fw->why, "%s", pc_last_error ());
+  }
+  if (--fw->left == 0)
+    pthread_cond_signal (&fw->cond);
+  pthread_mutex_unlock (&fw->mutex);
+}
+
+static int
+origin_read (struct pc_origin *o, char *buf, uint64_t count, uint64_t off)
+{
+  struct fill_wait fw = { .result = 0 };
+  uint64_t done;
+  int r = 0;
+
+  if (count <= FILL_PIECE)
+    return pc_origin_pread (o, buf, count, off);
+  pthread_mutex_init (&fw.mutex, NULL);
+  pthread_cond_init (&fw.cond, NULL);
+  pthread_mutex_lock (&fw.mutex);
+  for (done = 0; done < count; done += FILL_PIECE) {
+    uint64_t n = count - done < FILL_PIECE ? count - done : FILL_PIECE;
+    fw.left++;
+    pthread_mutex_unlock (&fw.mutex);
+    r = pc_origin_pread_async (o, buf + done, n, off + done,
+                               fill_piece_done, &fw);
+    pthread_mutex_lock (&fw.mutex);
+    if (r < 0) {              /* not queued: its callback never comes */
+      fw.left--;
+      if (fw.result == 0) {
+        fw.result = r;
+        snprintf (fw.why, sizeof fw.why, "%s", pc_last_error ());
+      }
+      break;
+    }
+  }
+  while (fw.left > 0)
+    pthread_cond_wait (&fw.cond, &fw.mutex);
+  pthread_mutex_unlock (&fw.mutex);
+  pthread_cond_destroy (&fw.cond);
+  pthread_mutex_destroy (&fw.mutex);
+  return fw.result < 0 ? pc_error (-fw.result, "%s", fw.why) : 0;
+}
+
+/* With write-back, a read's fill keeps a fetched block as dirty pages of
+ * a reserved block (delayed allocation, like a write) instead of writing
+ * it to the pool before the reader gets it: the reader waits for the
+ * origin only, and write-back writes the block later, in its batches.  A
+ * crash before that loses nothing: the block was, and is again,
+ * from-origin.  Only below write-back's background threshold, so fills
+ * never make writers wait at the dirty limit.  Returns true if the block
+ * is now reserved with every page dirty; false: nothing changed (the
+ * caller writes the block to the pool). */
+static bool
+fill_dirty (struct pc_volume *vol, uint64_t lblock, const char *data)
+{
+  struct pc_pool *pool = vol->pool;
+  struct pc_vol_state *v = vstate (vol);
+  uint32_t pages = pool->block_size >> PC_CACHE_PAGE_SHIFT, p;
+  uint64_t seq;
+
+  if (pool->wb == NULL ||
+      pc_cache_dirty_pages (pool->cache) + pages > pool->dirty_background ||
+      pc_wb_try_reserve (pool) < 0)
+    return false;
+  if (pc_blockmap_set (v->resv, lblock, 1) < 0) {
+    pc_wb_unreserve (pool);
+    return false;
+  }
+  seq = pc_wb_next_seq (pool);
+  for (p = 0; p < pages; p++)
+    if (pc_cache_write (pool->cache, page_key (vol, lblock, p),
+                        data + ((size_t) p << PC_CACHE_PAGE_SHIFT), 0,
+                        PC_CACHE_PAGE, NULL, seq) < 0)
+      break;
+  if (p == pages)
+    return true;
+  /* Not every page: undo (a reserved block's missing pages read zeros). */
+  pc_cache_punch (pool->cache, page_key (vol, lblock, 0), pages);
+  pc_blockmap_clear (v->resv, lblock);
+  pc_wb_unreserve (pool);
+  return false;
+}
+
 static int alloc_begin (struct pc_volume *vol, uint64_t lblock, bool clear,
                         uint64_t *pb, bool *clean);
 static int alloc_publish (struct pc_volume *vol, const struct piece *pc,
@@ -396,7 +503,7 @@ fill_run_locked (struct pc_volume *vol, uint64_t lb, unsigned k, bool cache)
     return no_origin_error (v);
   if ((buf = fill_buf_get ()) == NULL)
     return pc_error (ENOMEM, "out of memory");
-  r = pc_origin_pread (v->origin, buf, count, start);
+  r = origin_read (v->origin, buf, count, start);
   if (r < 0) {
     char why[400];
     snprintf (why, sizeof why, "%s", pc_last_error ());
@@ -418,6 +525,10 @@ fill_run_locked (struct pc_volume *vol, uint64_t lb, unsigned k, bool cache)
     if (all_zero (b, bs)) {
       ostat_add (&v->ostats.zero_blocks, 1);
       if ((r = pc_omap_mark (pool, v, lb + i)) < 0 && first == 0) first = r;
+      continue;
+    }
+    if (cache && fill_dirty (vol, lb + i, b)) {
+      ostat_add (&v->ostats.dirty_fills, 1);
       continue;
     }
     if ((r = alloc_begin (vol, lb + i, false, &pbs[i], NULL)) < 0) {
