@@ -304,6 +304,29 @@ punchcache_refuses "read-only.*$osock|$osock.*read-only" pool="$tmp/pool-ro" \
     size=64M origin="$ouri" origin-mode=writethrough
 kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
 
+echo "== -r: the origin's bytes; a read-only pool (punchcached -r) reads through"
+start_nbdkit "$osock" file "$img"
+origin_pid=$nbdkit_pid
+start_punchcache "$sock" pool="$tmp/pool-ro2" size=64M origin="$ouri"
+stop_nbdkit                                 # recorded (the start probe may read)
+local0=$("$PUNCHCACHE" info "$tmp/pool-ro2" | grep -o "[0-9]* blocks with data")
+start_punchcache "$sock" -r pool="$tmp/pool-ro2"
+nbdcopy "$uri" "$tmp/ro-copy.img"
+cmp "$img" "$tmp/ro-copy.img" || fail "a read-only pool does not read the origin's bytes"
+stop_nbdkit
+local1=$("$PUNCHCACHE" info "$tmp/pool-ro2" | grep -o "[0-9]* blocks with data")
+# punchcached -r opens the pool read-only; under nbdkit -r only refuses
+# clients' writes and the pool stays read-write (the plugin's man page), so
+# the plugin keeps what it fetches there.
+if [ "$PC_FRONTEND" = punchcached ]; then
+    [ "$local0" = "$local1" ] ||
+        fail "a read-only pool kept fetched blocks ($local0 before, $local1 after)"
+    echo "read-only: the origin's bytes, nothing kept ($local1, as before)"
+else
+    echo "nbdkit -r: the origin's bytes ($local0 before, $local1 after: the pool is read-write)"
+fi
+kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+
 echo "== an nbds:// origin (TLS with a PSK, as the URI names it)"
 if psktool --version > /dev/null 2>&1; then
     psktool -u alice -p "$tmp/origin.psk" > /dev/null 2>&1 ||
