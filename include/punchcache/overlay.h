@@ -29,6 +29,12 @@ void pc_overlay_disconnect_all (struct pc_pool *pool);
  * server's log; pc_params_open_pool passes its note callback). */
 void pc_overlay_set_note (void (*note) (void *opaque, const char *msg),
                           void *opaque);
+/* Queue a background read-ahead of [offset, offset+count) on the volume
+ * whose prefetcher this is (lib/core/volume.c; NULL: nothing).  Never
+ * waits; a hint that may be dropped. */
+struct pc_prefetcher;
+void pc_overlay_prefetch (struct pc_prefetcher *pf, uint64_t offset,
+                          uint64_t count);
 /* Is any volume of the pool connected to an origin? */
 bool pc_overlay_any (struct pc_pool *pool);
 

@@ -188,6 +188,113 @@ stats_main (void *arg)
   return NULL;
 }
 
+/* ---- read-ahead in the background ----
+ *
+ * A sequential reader's next window is fetched by a thread of the volume's
+ * own (with a handle of its own), while the reader is served from the
+ * window before: fills overlap instead of following one another (the
+ * read's own fill and the window right after it are one origin read,
+ * lib/core/volume.c read_ahead).  Jobs are hints: at most PF_JOBS wait,
+ * more are dropped, and a job runs as NBD_CMD_CACHE does (pc_prefetch:
+ * the invalidate lock shared, fills like a read's). */
+#define PF_JOBS 4u
+
+struct pc_prefetcher {
+  pthread_mutex_t mutex;
+  pthread_cond_t cond;
+  pthread_t thread;
+  struct pc_volume *vol;
+  bool stop;
+  unsigned n;
+  struct { uint64_t offset, count; } job[PF_JOBS];
+  uint64_t last;                  /* offset of the last job queued */
+};
+
+static void *
+prefetch_main (void *arg)
+{
+  struct pc_prefetcher *pf = arg;
+
+  pc_pool_thread_prepare (pc_volume_pool (pf->vol));
+  pthread_mutex_lock (&pf->mutex);
+  for (;;) {
+    uint64_t offset, count;
+    while (pf->n == 0 && !pf->stop)
+      pthread_cond_wait (&pf->cond, &pf->mutex);
+    if (pf->stop)
+      break;
+    offset = pf->job[0].offset;
+    count = pf->job[0].count;
+    memmove (&pf->job[0], &pf->job[1], --pf->n * sizeof pf->job[0]);
+    pthread_mutex_unlock (&pf->mutex);
+    (void) pc_prefetch (pf->vol, count, offset);   /* a hint: errors too */
+    pthread_mutex_lock (&pf->mutex);
+  }
+  pthread_mutex_unlock (&pf->mutex);
+  return NULL;
+}
+
+void
+pc_overlay_prefetch (struct pc_prefetcher *pf, uint64_t offset,
+                     uint64_t count)
+{
+  if (pf == NULL)
+    return;
+  pthread_mutex_lock (&pf->mutex);
+  if (pf->n < PF_JOBS && !pf->stop && offset != pf->last) {
+    pf->job[pf->n].offset = offset;
+    pf->job[pf->n].count = count;
+    pf->n++;
+    pf->last = offset;
+    pthread_cond_signal (&pf->cond);
+  }
+  pthread_mutex_unlock (&pf->mutex);
+}
+
+static int
+prefetcher_start (struct pc_pool *pool, struct pc_vol_state *v)
+{
+  struct pc_prefetcher *pf = calloc (1, sizeof *pf);
+  int r;
+
+  if (pf == NULL)
+    return pc_error (ENOMEM, "out of memory");
+  pf->last = UINT64_MAX;
+  if ((r = pc_volume_open (pool, v->name, &pf->vol)) < 0) {
+    free (pf);
+    return r;
+  }
+  pthread_mutex_init (&pf->mutex, NULL);
+  pthread_cond_init (&pf->cond, NULL);
+  if ((r = pthread_create (&pf->thread, NULL, prefetch_main, pf)) != 0) {
+    pc_volume_close (pf->vol);
+    free (pf);
+    return pc_error (r, "starting the read-ahead thread of '%s': %s",
+                     v->name, strerror (r));
+  }
+  v->prefetcher = pf;
+  return 0;
+}
+
+static void
+prefetcher_stop (struct pc_vol_state *v)
+{
+  struct pc_prefetcher *pf = v->prefetcher;
+
+  if (pf == NULL)
+    return;
+  pthread_mutex_lock (&pf->mutex);
+  pf->stop = true;
+  pthread_cond_signal (&pf->cond);
+  pthread_mutex_unlock (&pf->mutex);
+  pthread_join (pf->thread, NULL);
+  v->prefetcher = NULL;
+  pc_volume_close (pf->vol);
+  pthread_cond_destroy (&pf->cond);
+  pthread_mutex_destroy (&pf->mutex);
+  free (pf);
+}
+
 /* ---- connect, disconnect ---- */
 
 /* OV1: the origin still has the volume's size. */
@@ -225,6 +332,8 @@ pc_overlay_connect_all (struct pc_pool *pool, unsigned connections)
     v->origin = o;
     was_up[s] = true;
     any = true;
+    if (!pool->readonly && (r = prefetcher_start (pool, v)) < 0)
+      break;
   }
   if (r < 0) {
     pc_overlay_disconnect_all (pool);
@@ -251,6 +360,9 @@ pc_overlay_disconnect_all (struct pc_pool *pool)
     watch_origins (pool);               /* the last change, if any */
     push_stats (pool);                  /* the final figures */
   }
+  for (unsigned s = 0; s < PC_MAX_VOLUMES; s++)
+    if (pool->vols[s].in_use)
+      prefetcher_stop (&pool->vols[s]);      /* before the origins */
   for (unsigned s = 0; s < PC_MAX_VOLUMES; s++) {
     struct pc_vol_state *v = &pool->vols[s];
     if (v->in_use && v->origin) {

@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "punchcache/origin.h"
+#include "punchcache/overlay.h"
 #include "../pool/store-internal.h"
 
 _Static_assert (PC_MAX_VOLUMES <= 0xffff, "slot must fit a cache key");
@@ -636,6 +637,17 @@ read_ahead (struct pc_volume *vol, uint64_t first, uint64_t n,
   if (start >= v->nblocks || !from_origin (v, start))
     return 0;
   want = v->nblocks - start < ra ? v->nblocks - start : ra;
+  /* The window after this one, in the background (overlay.c), so the
+   * next fill is under way while this one is read. */
+  if (ra == max && start + want < v->nblocks && from_origin (v, start + want)) {
+    uint64_t n2 = v->nblocks - (start + want) < ra ? v->nblocks - (start + want)
+                                                   : ra;
+    uint64_t off = (start + want) << vol->pool->block_shift;
+    uint64_t len = n2 << vol->pool->block_shift;
+    if (off + len > v->size) len = v->size - off;
+    pc_overlay_prefetch (v->prefetcher, off, len);
+    ostat_add (&v->ostats.readahead_blocks, n2);
+  }
   if (pc_rangelock_trylock_shared (v->inval, tok, start, want) < 0)
     return 0;
   ostat_add (&v->ostats.readahead_blocks, want);

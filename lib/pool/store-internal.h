@@ -26,6 +26,7 @@
 #include "punchcache/rangelock.h"
 
 struct pc_origin;
+struct pc_prefetcher;
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the in-RAM reverse map is stored in on-disk (little-endian) order"
@@ -55,6 +56,7 @@ struct pc_vol_state {
    * pool never calls it).  Change only while the volume is not open. */
   struct pc_omap *omap;
   struct pc_origin *origin;
+  struct pc_prefetcher *prefetcher; /* core (overlay.c): read-ahead jobs */
   struct pc_rangelock *wt_lock;   /* core: orders writethrough updates */
   struct pc_origin_fill_stats ostats;   /* core: atomic counters */
   uint64_t ra_next, ra_blocks;  /* core: sequential read-ahead (racy
