@@ -250,3 +250,34 @@ stop_nbdkit () {
 
 # nbd_uri SOCK [EXPORT]
 nbd_uri () { echo "nbd+unix:///${2:-}?socket=$1"; }
+
+# ---- origins (issue 15) ----
+# origin_vars: the names every origin test uses -- our server on $sock
+# ($uri) with its pool $pool, the origin on $osock ($ouri) serving $img.
+origin_vars () {
+    pool=$tmp/pool sock=$tmp/sock osock=$tmp/origin.sock img=$tmp/origin.img
+    uri=$(nbd_uri "$sock") ouri=$(nbd_uri "$osock")
+}
+
+# start_origin NBDKIT-ARGS...: an nbdkit origin on $osock; its pid is
+# $origin_pid, and nbdkit_pid stays our server's (for stop_nbdkit),
+# whichever started last.  stop_origin [SIGNAL]: stop it (SIGTERM makes
+# nbdkit wait for its clients: stop our server first) and remove $osock.
+start_origin () {
+    local ours=${nbdkit_pid:-}
+    start_nbdkit "$osock" "$@"
+    origin_pid=$nbdkit_pid
+    nbdkit_pid=$ours server_pid=$ours
+}
+stop_origin () {
+    kill "-${1:-TERM}" "$origin_pid" 2>/dev/null || :
+    wait "$origin_pid" 2>/dev/null || :
+    rm -f "$osock"
+}
+
+# check_pool LABEL: `punchcache check` finds $pool clean.
+check_pool () {
+    "$PUNCHCACHE" check "$pool" > "$tmp/check.out" 2>&1 ||
+        { cat "$tmp/check.out"; fail "punchcache check $pool ($1)"; }
+    echo "punchcache check: clean ($1)"
+}

@@ -21,6 +21,7 @@ requires nbdcopy --version
 pool=$tmp/pool
 sock=$tmp/sock
 osock=$tmp/origin.sock
+img=$tmp/origin.img
 
 # sb_version [SET]: print the version of the valid superblock with the
 # higher generation; with SET, rewrite both slots' version (and crc32c).
@@ -71,16 +72,15 @@ stop_nbdkit
 echo "version 1 pool: info, check, reads and writes; still version 1"
 
 # Recording an origin makes it version 2.
-head -c 4M /dev/urandom > "$tmp/origin.img"
-start_nbdkit "$osock" file "$tmp/origin.img"
-origin_pid=$nbdkit_pid
+head -c 4M /dev/urandom > "$img"
+start_origin file "$img"
 "$PUNCHCACHE" volume rm "$pool" default     # origin= fills volume "default"
 "$PUNCHCACHE" volume add "$pool" default 4M
 start_punchcache "$sock" pool="$pool" origin="$(nbd_uri "$osock")"
 nbdcopy "$(nbd_uri "$sock")" "$tmp/o.img"
-cmp "$tmp/origin.img" "$tmp/o.img" || fail "the origin's bytes"
+cmp "$img" "$tmp/o.img" || fail "the origin's bytes"
 stop_nbdkit
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 [ "$(sb_version)" = 2 ] || fail "recording an origin left the pool at version $(sb_version)"
 "$PUNCHCACHE" info "$pool" | grep -F "origin: $(nbd_uri "$osock")" ||
     fail "info does not show the origin"

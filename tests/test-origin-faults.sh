@@ -35,31 +35,11 @@ requires nbdsh --version
 requires jq --version
 
 B=65536
-pool=$tmp/pool
-sock=$tmp/sock
-uri=$(nbd_uri "$sock")
-osock=$tmp/origin.sock
-ouri=$(nbd_uri "$osock")
-img=$tmp/origin.img
+origin_vars
 
 # 64 MiB origin, random data in its first 8 MiB (holes after).
 truncate -s 64M "$img"
 head -c $((8 << 20)) /dev/urandom | dd of="$img" conv=notrunc status=none
-
-# The origin's pid is origin_pid; nbdkit_pid stays our server's (for
-# stop_nbdkit), whichever started last.  A SIGTERM makes nbdkit wait for
-# its clients, so the origin is stopped gracefully only after our server.
-start_origin () {         # start_origin NBDKIT-ARGS...
-    local ours=${nbdkit_pid:-}
-    start_nbdkit "$osock" "$@"
-    origin_pid=$nbdkit_pid
-    nbdkit_pid=$ours server_pid=$ours
-}
-stop_origin () {          # stop_origin [SIGNAL]
-    kill "-${1:-TERM}" "$origin_pid" 2>/dev/null || :
-    wait "$origin_pid" 2>/dev/null || :
-    rm -f "$osock"
-}
 
 echo "== 1. unreachable origin at start; bad URIs"
 punchcache_refuses "$tmp/nosuch.sock" pool="$pool" size=64M \
@@ -170,7 +150,5 @@ grep -q "origin .* is unreachable" "$server_log" &&
     { cat "$server_log"; fail "the server's log does not say the origin went down and came back"; }
 echo "server log: $(grep -c 'origin .* is \(unreachable\|reachable again\)' "$server_log") lines on the origin's state"
 stop_origin
-"$PUNCHCACHE" check "$pool" > "$tmp/check.out" 2>&1 ||
-    { cat "$tmp/check.out"; fail "punchcache check"; }
-echo "punchcache check: clean"
+check_pool "after the faults"
 echo "origin faults test: OK"

@@ -40,16 +40,10 @@ source "${top_srcdir:?run through make check}/tests/functions.sh" || exit 99
 requires nbdsh --version
 
 K=6
-pool=$tmp/pool
-sock=$tmp/sock
-uri=$(nbd_uri "$sock")
-osock=$tmp/origin.sock
-ouri=$(nbd_uri "$osock")
-img=$tmp/origin.img
+origin_vars
 
 head -c $((4 << 20)) /dev/urandom > "$img"       # no all-zero block
-start_nbdkit "$osock" -r --filter=delay file "$img" delay-read=300ms
-origin_pid=$nbdkit_pid
+start_origin -r --filter=delay file "$img" delay-read=300ms
 
 # attempt_run MODE UNSAFE-OPTION...: a fresh pool over the slow origin,
 # K attempts of MODE (punch: TRIM/WRITE_ZEROES; write: whole blocks;

@@ -53,12 +53,7 @@ requires cmp --version
 
 B=65536
 NB=128                                   # origin: 8 MiB = 128 blocks
-pool=$tmp/pool
-sock=$tmp/sock
-uri=$(nbd_uri "$sock")
-osock=$tmp/origin.sock
-ouri=$(nbd_uri "$osock")
-img=$tmp/origin.img
+origin_vars
 exp=$tmp/expect.img
 
 python3 - "$img" <<'PY'
@@ -72,8 +67,7 @@ PY
 cp "$img" "$exp"
 sum0=$(sha256sum < "$img")
 
-start_nbdkit "$osock" --filter=stats file "$img" statsfile="$tmp/origin.stats"
-origin_pid=$nbdkit_pid
+start_origin --filter=stats file "$img" statsfile="$tmp/origin.stats"
 
 # map_check URI EXPECTED [PUNCHED-BLOCKS...]: the export reads EXPECTED
 # (unless NOREAD=1: a read would fill every block); block status (libnbd) and nbdinfo --map cover it exactly, never say zero
@@ -133,11 +127,6 @@ info () {
         jq -e -r ".volumes[] | select(.name == \"default\") | .origin.$1"
 }
 
-check_pool () {
-    "$PUNCHCACHE" check "$pool" > "$tmp/check.out" 2>&1 ||
-        { cat "$tmp/check.out"; fail "punchcache check $pool ($1)"; }
-    echo "punchcache check: clean ($1)"
-}
 
 echo "== 1. fresh pool with origin=$ouri: cold reads, writes, punches"
 start_punchcache "$sock" pool="$pool" size=64M block-size=64K \
@@ -217,7 +206,7 @@ echo "stats: origin_reads=$(ostat origin_reads) local_reads=$(ostat local_reads)
 "$PUNCHCACHE" info --json "$pool" | jq -e '.volumes[0] | has("origin") | not' >/dev/null ||
     fail "the volume still has an origin after detach"
 check_pool "after detach"
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 ops=$(sed -n 's/^read: \([0-9]*\) ops.*/\1/p' "$tmp/origin.stats")
 echo "origin stats filter: ${ops:-0} read requests in all (our stats: $reads1 + $reads2 + 0)"
 [ "${ops:-0}" = $((reads1 + reads2)) ] ||
@@ -231,9 +220,8 @@ echo "detached volume served without its origin: equal"
 check_pool "after phase 3"
 
 echo "== 4. eight concurrent reads of one cold block: one origin request"
-start_nbdkit "$osock" -r --filter=stats --filter=delay file "$img" \
+start_origin -r --filter=stats --filter=delay file "$img" \
     statsfile="$tmp/slow.stats" delay-read=500ms
-origin_pid=$nbdkit_pid
 rm -f "$pool"
 start_punchcache "$sock" pool="$pool" size=64M block-size=64K \
     origin="$ouri" stats="$tmp/stats.json"
@@ -254,7 +242,7 @@ assert all(b.to_bytearray() == want for b in bufs), "a reader got other data"
 print("8 readers of block 5: same data, %.2f s" % t)
 ' || fail "concurrent cold reads"
 stop_nbdkit
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 ops=$(sed -n 's/^read: \([0-9]*\) ops.*/\1/p' "$tmp/slow.stats")
 echo "origin reads: ${ops:-0} (stats filter); our stats: fills=$(ostat fills) origin_reads=$(ostat origin_reads)"
 [ "${ops:-0}" = 1 ] && [ "$(ostat fills)" = 1 ] ||
@@ -264,8 +252,7 @@ check_pool "after phase 4"
 echo "== 5. writethrough: updates reach the origin file"
 cp "$img" "$tmp/wt.img"
 cp "$img" "$exp"
-start_nbdkit "$osock" file "$tmp/wt.img"
-origin_pid=$nbdkit_pid
+start_origin file "$tmp/wt.img"
 rm -f "$pool"
 start_punchcache "$sock" pool="$pool" size=64M block-size=64K \
     origin="$ouri" origin-mode=writethrough
@@ -296,17 +283,15 @@ stop_nbdkit
 "$PUNCHCACHE" info "$pool" | grep -F "origin: $ouri (writethrough)" ||
     fail "info: writethrough origin"
 check_pool "after writethrough"
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 
-start_nbdkit "$osock" -r file "$img"
-origin_pid=$nbdkit_pid
+start_origin -r file "$img"
 punchcache_refuses "read-only.*$osock|$osock.*read-only" pool="$tmp/pool-ro" \
     size=64M origin="$ouri" origin-mode=writethrough
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 
 echo "== -r: the origin's bytes; a read-only pool (punchcached -r) reads through"
-start_nbdkit "$osock" file "$img"
-origin_pid=$nbdkit_pid
+start_origin file "$img"
 start_punchcache "$sock" pool="$tmp/pool-ro2" size=64M origin="$ouri"
 stop_nbdkit                                 # recorded (the start probe may read)
 local0=$("$PUNCHCACHE" info "$tmp/pool-ro2" | grep -o "[0-9]* blocks with data")
@@ -325,15 +310,13 @@ if [ "$PC_FRONTEND" = punchcached ]; then
 else
     echo "nbdkit -r: the origin's bytes ($local0 before, $local1 after: the pool is read-write)"
 fi
-kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+stop_origin
 
 echo "== an nbds:// origin (TLS with a PSK, as the URI names it)"
 if psktool --version > /dev/null 2>&1; then
     psktool -u alice -p "$tmp/origin.psk" > /dev/null 2>&1 ||
         fail "psktool could not make a key file"
-    rm -f "$osock"
-    start_nbdkit "$osock" --tls=require --tls-psk="$tmp/origin.psk" file "$img"
-    origin_pid=$nbdkit_pid
+    start_origin --tls=require --tls-psk="$tmp/origin.psk" file "$img"
     # A plaintext URI to a TLS-only origin: refused, naming the URI.
     punchcache_refuses "$osock.*TLS|TLS.*$osock" pool="$tmp/pool-tls0" \
         size=64M origin="$ouri"
@@ -343,7 +326,7 @@ if psktool --version > /dev/null 2>&1; then
     cmp "$img" "$tmp/tls-copy.img" || fail "reading through an nbds:// origin"
     echo "nbds:// origin: the volume reads the origin's bytes"
     stop_nbdkit
-    kill "$origin_pid"; wait "$origin_pid" 2>/dev/null || :
+    stop_origin
 else
     echo "psktool not installed: nbds:// origin not tested"
 fi
