@@ -568,30 +568,24 @@ origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n, uint64_t need)
   struct pc_vol_state *v = vstate (vol);
   unsigned max = FILL_MAX_BYTES >> vol->pool->block_shift;
   struct pc_range_token tok[FILL_MAX_BYTES / PC_MIN_BLOCK_SIZE];
+  bool locked = !vol->pool->opts.unsafe_origin_fill;  /* debug: V6 off */
   uint64_t end = lb + n;
-  int r = 0;
-
   bool filled = false;
+  int r = 0;
 
   if (max == 0) max = 1;
   while (r == 0 && lb < end) {
     unsigned k = 0;
     if (!from_origin (v, lb)) { lb++; continue; }
-    if (vol->pool->opts.unsafe_origin_fill) {  /* debug: V6 removed */
-      while (k < max && lb + k < end && from_origin (v, lb + k)) k++;
-      race_delay (vol->pool);
-      r = fill_run_locked (vol, lb, k, true);
-      if (lb >= need) r = 0;
-      filled = true;
-      lb += k;
-      continue;
-    }
+    /* A run of from-origin blocks, each locked and looked at again. */
     while (k < max && lb + k < end && from_origin (v, lb + k)) {
-      r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok[k], lb + k, 1);
-      if (r < 0) { r = pc_error (-r, "allocation lock: %s", strerror (-r)); break; }
-      if (!from_origin (v, lb + k)) {         /* someone got there first */
-        pc_rangelock_unlock (&tok[k]);
-        break;
+      if (locked) {
+        r = pc_rangelock_lock_exclusive (v->alloc_lock, &tok[k], lb + k, 1);
+        if (r < 0) { r = pc_error (-r, "allocation lock: %s", strerror (-r)); break; }
+        if (!from_origin (v, lb + k)) {       /* someone got there first */
+          pc_rangelock_unlock (&tok[k]);
+          break;
+        }
       }
       k++;
     }
@@ -601,7 +595,7 @@ origin_fill (struct pc_volume *vol, uint64_t lb, uint64_t n, uint64_t need)
       if (lb >= need) r = 0;                    /* read-ahead only */
       filled = true;
     }
-    for (unsigned i = 0; i < k; i++)
+    for (unsigned i = 0; locked && i < k; i++)
       pc_rangelock_unlock (&tok[i]);
     lb += k ? k : 1;
   }
