@@ -363,21 +363,35 @@ pc_omap_free_blocks (struct pc_pool *pool, struct pc_omap *m)
   return r;
 }
 
+/* Local blocks are counted by the maps already (a block is mapped or
+ * reserved, never both); only set bits are visited, a word at a time, so
+ * the cost follows what was punched, not the volume's size (this runs
+ * for every connection's export info). */
 void
 pc_omap_count (const struct pc_vol_state *v, uint64_t *punched,
                uint64_t *from_origin)
 {
-  uint64_t p = 0, o = 0;
+  const struct pc_omap *m = v->omap;
+  uint64_t p = 0, local;
 
-  for (uint64_t lb = 0; v->omap && lb < v->nblocks; lb++) {
-    if (pc_blockmap_get (v->map, lb) != PC_NO_BLOCK ||
-        pc_blockmap_get (v->resv, lb) != PC_NO_BLOCK)
-      continue;
-    if (pc_omap_test (v->omap, lb)) p++;
-    else o++;
+  *punched = *from_origin = 0;
+  if (m == NULL) return;
+  for (uint64_t k = 0; k < m->nchunks; k++) {
+    const struct pc_omap_chunk *c = m->chunk[k];
+    for (uint64_t j = 0; c && j < m->bits / 64; j++) {
+      uint64_t w = __atomic_load_n (&c->words[j], __ATOMIC_ACQUIRE);
+      while (w) {
+        uint64_t lb = k * m->bits + j * 64 + (uint64_t) __builtin_ctzll (w);
+        w &= w - 1;
+        if (lb < v->nblocks && pc_blockmap_get (v->map, lb) == PC_NO_BLOCK &&
+            pc_blockmap_get (v->resv, lb) == PC_NO_BLOCK)
+          p++;
+      }
+    }
   }
+  local = pc_blockmap_count (v->map) + pc_blockmap_count (v->resv);
   *punched = p;
-  *from_origin = o;
+  *from_origin = v->nblocks - local - p;
 }
 
 /* Write a new descriptor for v (M4) and free the old one. */
